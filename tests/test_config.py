@@ -76,3 +76,11 @@ def test_unknown_preset_and_fields_are_named():
     with pytest.raises(ConfigError, match="lacks num_hidden_layers"):
         BertConfig.from_hf_dict({"vocab_size": 1, "hidden_size": 8, "num_attention_heads": 2,
                                  "intermediate_size": 4})
+
+
+def test_config_errors_are_tfbert_errors():
+    from tfbert.errors import TfbertError
+
+    with pytest.raises(TfbertError):
+        BertConfig.from_preset("huge")
+    assert issubclass(ConfigError, ValueError)

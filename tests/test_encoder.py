@@ -108,3 +108,35 @@ def test_classifier_rejects_bad_arguments(tiny_config):
         tfbert.build_classifier(encoder, 2, pooling="max")
     with pytest.raises(ValueError, match="at least 2"):
         tfbert.build_classifier(encoder, 1)
+
+
+def test_every_config_field_reaches_its_layer(tiny_config):
+    # Distinct values everywhere: a swapped pair of arguments would show.
+    config = tiny_config.replace(hidden_act="relu", hidden_dropout=0.15, attention_dropout=0.25,
+                                 layer_norm_eps=1e-7, initializer_range=0.03, type_vocab_size=3,
+                                 xla_attention=False)
+    encoder = tfbert.build_encoder(config)
+    assert encoder_config(encoder) == config
+    embeddings = encoder.get_layer("embeddings")
+    assert embeddings.dropout.rate == 0.15 and embeddings.layer_norm.epsilon == 1e-7
+    assert embeddings.token_type_embeddings.input_dim == 3
+    for i in range(config.num_layers):
+        block = encoder.get_layer(f"layer_{i}")
+        assert block.attention.attention_dropout == 0.25 and block.attention.xla is False
+        assert block.attention_dropout_layer.rate == block.output_dropout.rate == 0.15
+        assert block.output_layer_norm.epsilon == 1e-7
+        assert block.intermediate.kernel.shape == (config.hidden_size, config.intermediate_size)
+
+
+def test_initial_weights_are_independent(tiny_config):
+    encoder = tfbert.build_encoder(tiny_config)
+    emb = encoder.get_layer("embeddings")
+    words = emb.word_embeddings.embeddings.numpy()
+    positions = emb.position_embeddings.embeddings.numpy()
+    assert not np.allclose(words[:len(positions)], positions)
+    attention = encoder.get_layer("layer_0").attention
+    kernels = [d.kernel.numpy() for d in (attention.query, attention.key, attention.value,
+                                          attention.output_dense)]
+    assert all(not np.allclose(a, b) for i, a in enumerate(kernels) for b in kernels[i + 1:])
+    other = encoder.get_layer("layer_1").attention.query.kernel.numpy()
+    assert not np.allclose(kernels[0], other)

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any
 
+from tfbert.errors import ConfigError
+
 # name -> (num_layers, hidden_size, num_heads); feed-forward is 4 * hidden.
 # Sizes follow Google's BERT release (the 24 smaller BERT models) and the
 # original BERT-base/large.
@@ -24,11 +26,18 @@ PRESETS: dict[str, tuple[int, int, int]] = {
     "large": (24, 1024, 16),
 }
 
-_GELU_NAMES = {"gelu": "gelu", "gelu_exact": "gelu"}
+# The feed-forward activations a BertConfig may name; `tfbert.layers.activations`
+# maps each to its function. "gelu" is the exact erf GELU of original BERT,
+# "gelu_approximate" its tanh approximation.
+ACTIVATIONS: tuple[str, ...] = ("gelu", "gelu_approximate", "relu")
 
-
-class ConfigError(ValueError):
-    """A config is inconsistent or cannot be read."""
+# Other spellings found in Hugging Face `config.json` and Google
+# `bert_config.json` files -> the name in `ACTIVATIONS`.
+ACTIVATION_ALIASES: dict[str, str] = {
+    "gelu_exact": "gelu",
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +52,8 @@ class BertConfig:
         intermediate_size: feed-forward inner width (usually 4H).
         max_position_embeddings: longest sequence the position table covers.
         type_vocab_size: number of segment ids (2 for sentence pairs).
-        hidden_act: feed-forward activation; "gelu" is the exact erf GELU.
+        hidden_act: feed-forward activation, one of `ACTIVATIONS`; "gelu" is
+            the exact erf GELU.
         hidden_dropout: dropout after embeddings and each sublayer.
         attention_dropout: dropout on the attention probabilities.
         layer_norm_eps: LayerNorm epsilon.
@@ -86,10 +96,10 @@ class BertConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"BertConfig.{name} must be in [0, 1), got {value!r}")
-        if self.hidden_act not in ("gelu", "gelu_approximate", "relu"):
+        if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
-                f"BertConfig.hidden_act {self.hidden_act!r} is not supported "
-                "(gelu, gelu_approximate, relu)"
+                f"BertConfig.hidden_act {self.hidden_act!r} is not supported; "
+                f"choose one of {', '.join(ACTIVATIONS)}"
             )
         if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
             raise ConfigError("BertConfig.layer_norm_eps and initializer_range must be > 0")
@@ -175,9 +185,7 @@ def _import_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"{source} lacks {', '.join(missing)}")
     act = data.get("hidden_act", "gelu")
-    if act in ("gelu_new", "gelu_pytorch_tanh"):
-        act = "gelu_approximate"
-    act = _GELU_NAMES.get(act, act)
+    act = ACTIVATION_ALIASES.get(act, act)
     return dict(
         vocab_size=int(data["vocab_size"]),
         hidden_size=int(data["hidden_size"]),
@@ -192,3 +200,6 @@ def _import_fields(data: dict[str, Any], source: str) -> dict[str, Any]:
         layer_norm_eps=float(data.get("layer_norm_eps", 1e-12)),
         initializer_range=float(data.get("initializer_range", 0.02)),
     )
+
+
+__all__ = ["ACTIVATIONS", "ACTIVATION_ALIASES", "PRESETS", "BertConfig", "ConfigError"]

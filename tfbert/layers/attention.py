@@ -56,6 +56,13 @@ xla_attention_core = tf.function(attention_core, jit_compile=True, reduce_retrac
 class SelfAttention(keras.layers.Layer):
     """BERT multi-head self-attention: projections around an XLA core.
 
+    Attention dropout is stateless Philox dropout inside the core; its seed
+    comes from the layer's own `seed_generator` (a Keras variable, so it is
+    saved and restored with the model's state). The generator's start value
+    is drawn from the global seed state when the layer is created: every
+    layer gets its own dropout stream, and `keras.utils.set_random_seed`
+    before building a model makes the masks reproducible.
+
     Args:
         num_heads: number of attention heads.
         head_size: width of each head; `num_heads * head_size` is the model width.
@@ -63,6 +70,11 @@ class SelfAttention(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal kernel initializer.
         xla: run the core through `xla_attention_core`; False runs the same
             math as ordinary TF ops (servers without XLA, debugging).
+
+    Call args:
+        hidden: `[B, T, num_heads * head_size]` float inputs.
+        attention_mask: `[B, T]`, 1 for real tokens, 0 for padding.
+        training: apply attention dropout.
 
     Example:
 
@@ -73,7 +85,7 @@ class SelfAttention(keras.layers.Layer):
     TensorShape([1, 5, 16])
     """
 
-    def __init__(self, num_heads: int, head_size: int, attention_dropout: float = 0.1,
+    def __init__(self, *, num_heads: int, head_size: int, attention_dropout: float = 0.1,
                  initializer_range: float = 0.02, xla: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
@@ -82,12 +94,19 @@ class SelfAttention(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.xla = xla
         width = num_heads * head_size
-        dense = dict(units=width, kernel_initializer=bert_initializer(initializer_range))
-        self.query = keras.layers.Dense(name="query", **dense)
-        self.key = keras.layers.Dense(name="key", **dense)
-        self.value = keras.layers.Dense(name="value", **dense)
-        self.output_dense = keras.layers.Dense(name="output", **dense)
-        self.seed_generator = keras.random.SeedGenerator(1337)
+
+        def dense(name):
+            # An initializer of its own for each kernel: one shared instance
+            # has one seed and would give all four the same initial values.
+            return keras.layers.Dense(width, kernel_initializer=bert_initializer(initializer_range),
+                                      name=name)
+
+        self.query = dense("query")
+        self.key = dense("key")
+        self.value = dense("value")
+        self.output_dense = dense("output")
+        # No fixed seed: the start value comes from the global seed state.
+        self.seed_generator = keras.random.SeedGenerator()
 
     def build(self, input_shape):
         # Sublayers are built here, before any call reaches the compiled core.

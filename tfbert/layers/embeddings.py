@@ -21,6 +21,11 @@ class BertEmbeddings(keras.layers.Layer):
         dropout: dropout after the LayerNorm.
         initializer_range: stddev of the truncated-normal initializer.
 
+    Call args:
+        input_word_ids: int `[B, T]` token ids.
+        input_type_ids: int `[B, T]` segment ids.
+        training: apply dropout.
+
     The word table is exposed as `word_embeddings` so that a masked-LM head can
     tie its output projection to it.
 
@@ -33,7 +38,7 @@ class BertEmbeddings(keras.layers.Layer):
     TensorShape([1, 3, 16])
     """
 
-    def __init__(self, vocab_size: int, hidden_size: int, max_position_embeddings: int = 512,
+    def __init__(self, *, vocab_size: int, hidden_size: int, max_position_embeddings: int = 512,
                  type_vocab_size: int = 2, layer_norm_eps: float = 1e-12, dropout: float = 0.1,
                  initializer_range: float = 0.02, **kwargs):
         super().__init__(**kwargs)
@@ -44,15 +49,18 @@ class BertEmbeddings(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.dropout_rate = dropout
         self.initializer_range = initializer_range
-        init = bert_initializer(initializer_range)
-        self.word_embeddings = keras.layers.Embedding(
-            vocab_size, hidden_size, embeddings_initializer=init, name="word_embeddings")
-        self.position_embeddings = keras.layers.Embedding(
-            max_position_embeddings, hidden_size, embeddings_initializer=init,
-            name="position_embeddings")
-        self.token_type_embeddings = keras.layers.Embedding(
-            type_vocab_size, hidden_size, embeddings_initializer=init,
-            name="token_type_embeddings")
+
+        def table(rows, name):
+            # An initializer (so a seed) of its own for each table: with a
+            # shared one the position and type rows would repeat the first
+            # word rows.
+            return keras.layers.Embedding(
+                rows, hidden_size, embeddings_initializer=bert_initializer(initializer_range),
+                name=name)
+
+        self.word_embeddings = table(vocab_size, "word_embeddings")
+        self.position_embeddings = table(max_position_embeddings, "position_embeddings")
+        self.token_type_embeddings = table(type_vocab_size, "token_type_embeddings")
         self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_eps,
                                                          name="layer_norm")
         self.dropout = keras.layers.Dropout(dropout)

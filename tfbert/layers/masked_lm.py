@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfbert.errors import ConfigError
 from tfbert.layers.activations import bert_activation
 from tfbert.layers.initializers import bert_initializer
 
@@ -17,11 +18,23 @@ class MaskedLMHead(keras.layers.Layer):
     stays small even for long sequences. The output projection is the
     transposed word-embedding matrix (tied, as in BERT) plus an own bias.
 
+    The head uses the encoder's embedding layer; it owns only `transform`,
+    `layer_norm` and `bias`. A config cannot carry that tie, so
+    `from_config` needs the embedding layer passed in as
+    `config["word_embeddings"]`; a whole pretrainer (`BertPretrainer`,
+    from `tfbert.models.build_pretrainer`) does this when it is loaded
+    from a `.keras` file.
+
     Args:
         word_embeddings: the encoder's `keras.layers.Embedding` to tie to.
-        hidden_act: activation of the transform ("gelu" = exact erf).
+        hidden_act: activation of the transform, a name from
+            `tfbert.config.ACTIVATIONS` ("gelu" = exact erf).
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: stddev of the truncated-normal initializer.
+
+    Call args:
+        sequence_output: `[B, T, H]` encoder output.
+        masked_positions: int `[B, P]` positions to predict.
 
     Example:
 
@@ -30,9 +43,12 @@ class MaskedLMHead(keras.layers.Layer):
     >>> head = MaskedLMHead(emb)
     >>> head(np.ones((2, 6, 8), "float32"), np.array([[1, 2], [3, 0]])).shape
     TensorShape([2, 2, 50])
+    >>> again = MaskedLMHead.from_config({**head.get_config(), "word_embeddings": emb})
+    >>> again.word_embeddings is emb
+    True
     """
 
-    def __init__(self, word_embeddings: keras.layers.Embedding, hidden_act: str = "gelu",
+    def __init__(self, word_embeddings: keras.layers.Embedding, *, hidden_act: str = "gelu",
                  layer_norm_eps: float = 1e-12, initializer_range: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.word_embeddings = word_embeddings
@@ -40,9 +56,9 @@ class MaskedLMHead(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self._activation = bert_activation(hidden_act)
-        hidden = word_embeddings.output_dim
         self.transform = keras.layers.Dense(
-            hidden, kernel_initializer=bert_initializer(initializer_range), name="transform")
+            word_embeddings.output_dim, kernel_initializer=bert_initializer(initializer_range),
+            name="transform")
         self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_eps,
                                                          name="layer_norm")
 
@@ -65,8 +81,8 @@ class MaskedLMHead(keras.layers.Layer):
         return tuple(masked_positions_shape) + (self.word_embeddings.input_dim,)
 
     def get_config(self):
-        # The tied embedding is not serialisable on its own: pretrainers are
-        # rebuilt with `build_pretrainer` and their weights loaded.
+        # vocab_size and hidden_size describe the tied table; they are checked
+        # against the embedding layer `from_config` is given.
         config = super().get_config()
         config.update(hidden_act=self.hidden_act, layer_norm_eps=self.layer_norm_eps,
                       initializer_range=self.initializer_range,
@@ -77,7 +93,17 @@ class MaskedLMHead(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        embeddings = keras.layers.Embedding(config.pop("vocab_size"), config.pop("hidden_size"),
-                                            name="word_embeddings")
-        embeddings.build((None,))
+        embeddings = config.pop("word_embeddings", None)
+        vocab_size, hidden_size = config.pop("vocab_size"), config.pop("hidden_size")
+        if not isinstance(embeddings, keras.layers.Embedding):
+            # A fresh table here would silently untie the head from the encoder.
+            raise ConfigError(
+                f"MaskedLMHead {config.get('name')!r} is tied to an encoder's word embeddings "
+                "and cannot be rebuilt from its config alone: pass the embedding layer as "
+                "config['word_embeddings'], or save and load the whole pretrainer "
+                "(tfbert.models.build_pretrainer)")
+        if (embeddings.input_dim, embeddings.output_dim) != (vocab_size, hidden_size):
+            raise ConfigError(
+                f"MaskedLMHead was built for a {vocab_size} x {hidden_size} word table, got "
+                f"{embeddings.input_dim} x {embeddings.output_dim}")
         return cls(embeddings, **config)

@@ -13,6 +13,17 @@ class MaskedMeanPooling(keras.layers.Layer):
     Sentence-transformers models such as all-MiniLM-L6-v2 are trained with
     this pooling; it is also the classifier's `pooling="mean"`.
 
+    Args:
+        **kwargs: Keras layer arguments (`name`, `dtype`); the layer has no
+            settings of its own, so `get_config()` holds only those.
+
+    Call args:
+        sequence: `[B, T, H]` vectors.
+        input_mask: `[B, T]`, 1 for real tokens, 0 for padding.
+
+    Returns:
+        `[B, H]`, the mean over real tokens (zeros for a row without any).
+
     Example:
 
     >>> import numpy as np

@@ -33,7 +33,7 @@ class SpanLogits(keras.layers.Layer):
     (TensorShape([1, 3]), True)
     """
 
-    def __init__(self, initializer_range: float = 0.02, **kwargs):
+    def __init__(self, *, initializer_range: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.initializer_range = initializer_range
         self.dense = keras.layers.Dense(2, kernel_initializer=bert_initializer(initializer_range),

@@ -24,6 +24,14 @@ class TransformerBlock(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal initializer.
         xla_attention: compile the attention core with XLA.
 
+    Call args:
+        hidden: `[B, T, hidden_size]` float inputs.
+        attention_mask: `[B, T]`, 1 for real tokens, 0 for padding.
+        training: apply dropout.
+
+    The constructor's arguments are named as the `BertConfig` fields they
+    come from, and `get_config()` returns them under those names.
+
     Example:
 
     >>> import numpy as np
@@ -32,7 +40,7 @@ class TransformerBlock(keras.layers.Layer):
     TensorShape([1, 4, 16])
     """
 
-    def __init__(self, num_heads: int, hidden_size: int, intermediate_size: int,
+    def __init__(self, *, num_heads: int, hidden_size: int, intermediate_size: int,
                  hidden_act: str = "gelu", hidden_dropout: float = 0.1,
                  attention_dropout: float = 0.1, layer_norm_eps: float = 1e-12,
                  initializer_range: float = 0.02, xla_attention: bool = True, **kwargs):
@@ -47,16 +55,19 @@ class TransformerBlock(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.xla_attention = xla_attention
         self._activation = bert_activation(hidden_act)
-        init = bert_initializer(initializer_range)
-        self.attention = SelfAttention(num_heads, hidden_size // num_heads, attention_dropout,
-                                       initializer_range, xla=xla_attention, name="attention")
+        self.attention = SelfAttention(
+            num_heads=num_heads, head_size=hidden_size // num_heads,
+            attention_dropout=attention_dropout, initializer_range=initializer_range,
+            xla=xla_attention, name="attention")
         self.attention_dropout_layer = keras.layers.Dropout(hidden_dropout)
         self.attention_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, name="attention_layer_norm")
-        self.intermediate = keras.layers.Dense(intermediate_size, kernel_initializer=init,
-                                               name="intermediate")
-        self.output_dense = keras.layers.Dense(hidden_size, kernel_initializer=init,
-                                               name="output")
+        # An initializer (so a seed) of its own for each kernel.
+        self.intermediate = keras.layers.Dense(
+            intermediate_size, kernel_initializer=bert_initializer(initializer_range),
+            name="intermediate")
+        self.output_dense = keras.layers.Dense(
+            hidden_size, kernel_initializer=bert_initializer(initializer_range), name="output")
         self.output_dropout = keras.layers.Dropout(hidden_dropout)
         self.output_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_eps, name="output_layer_norm")

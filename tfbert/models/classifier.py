@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfbert.errors import ConfigError
 from tfbert.layers import MaskedMeanPooling
 from tfbert.layers.initializers import bert_initializer
 from tfbert.models.encoder import encoder_config, encoder_inputs
@@ -36,9 +37,9 @@ def build_classifier(encoder: keras.Model, num_classes: int, pooling: str = "cls
     TensorShape([1, 3])
     """
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
     if pooling not in ("cls", "mean"):
-        raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        raise ConfigError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
     inputs = encoder_inputs()
     outputs = encoder(inputs)
     if pooling == "cls":

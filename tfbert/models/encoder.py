@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from tfbert.config import BertConfig
@@ -43,15 +45,27 @@ def build_encoder(config: BertConfig, name: str = ENCODER_NAME) -> keras.Model:
     """
     inputs = encoder_inputs()
     x = BertEmbeddings(
-        config.vocab_size, config.hidden_size, config.max_position_embeddings,
-        config.type_vocab_size, config.layer_norm_eps, config.hidden_dropout,
-        config.initializer_range, name="embeddings",
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        max_position_embeddings=config.max_position_embeddings,
+        type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps,
+        dropout=config.hidden_dropout,
+        initializer_range=config.initializer_range,
+        name="embeddings",
     )(inputs["input_word_ids"], inputs["input_type_ids"])
     for i in range(config.num_layers):
         x = TransformerBlock(
-            config.num_heads, config.hidden_size, config.intermediate_size, config.hidden_act,
-            config.hidden_dropout, config.attention_dropout, config.layer_norm_eps,
-            config.initializer_range, config.xla_attention, name=f"layer_{i}",
+            num_heads=config.num_heads,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            hidden_dropout=config.hidden_dropout,
+            attention_dropout=config.attention_dropout,
+            layer_norm_eps=config.layer_norm_eps,
+            initializer_range=config.initializer_range,
+            xla_attention=config.xla_attention,
+            name=f"layer_{i}",
         )(x, inputs["input_mask"])
     first_token = keras.ops.take(x, 0, axis=1)
     pooled = keras.layers.Dense(config.hidden_size, activation="tanh",
@@ -64,23 +78,26 @@ def encoder_config(encoder: keras.Model) -> BertConfig:
     """The `BertConfig` an encoder was built from, read off its layers.
 
     Read from the layers rather than stored on the model so that it survives
-    `.keras` save/load and works for encoders nested in task models.
+    `.keras` save/load and works for encoders nested in task models: the
+    `embeddings` layer's and the transformer blocks' `get_config()` name their
+    settings as the `BertConfig` fields, and `num_layers` is the block count.
+    (The embeddings' `dropout` is `hidden_dropout`, which the blocks also hold.)
+
+    Example:
+
+    >>> cfg = BertConfig.from_preset("tiny", vocab_size=100)
+    >>> encoder_config(build_encoder(cfg)) == cfg
+    True
     """
     encoder = get_encoder(encoder)
-    emb = encoder.get_layer("embeddings")
     blocks = [layer for layer in encoder.layers if isinstance(layer, TransformerBlock)]
     if not blocks:
         raise ValueError(f"{encoder.name} has no transformer blocks: not a tfbert encoder")
-    block = blocks[0]
-    return BertConfig(
-        vocab_size=emb.vocab_size, hidden_size=emb.hidden_size, num_layers=len(blocks),
-        num_heads=block.num_heads, intermediate_size=block.intermediate_size,
-        max_position_embeddings=emb.max_position_embeddings,
-        type_vocab_size=emb.type_vocab_size, hidden_act=block.hidden_act,
-        hidden_dropout=block.hidden_dropout, attention_dropout=block.attention_dropout,
-        layer_norm_eps=block.layer_norm_eps, initializer_range=block.initializer_range,
-        xla_attention=block.xla_attention,
-    )
+    fields = {field.name for field in dataclasses.fields(BertConfig)}
+    values = {"num_layers": len(blocks)}
+    for layer in (encoder.get_layer("embeddings"), blocks[0]):
+        values.update((k, v) for k, v in layer.get_config().items() if k in fields)
+    return BertConfig(**values)
 
 
 def get_encoder(model: keras.Model) -> keras.Model:

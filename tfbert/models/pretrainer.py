@@ -6,7 +6,60 @@ import keras
 
 from tfbert.layers import MaskedLMHead
 from tfbert.layers.initializers import bert_initializer
-from tfbert.models.encoder import encoder_config, encoder_inputs
+from tfbert.models.encoder import ENCODER_NAME, encoder_config, encoder_inputs
+
+
+@keras.saving.register_keras_serializable(package="tfbert")
+class BertPretrainer(keras.Model):
+    """Masked-LM and next-sentence heads on a BERT encoder (a functional model).
+
+    The MLM output projection is the encoder's word-embedding variable itself.
+    A config cannot hold that tie, so the model's config is its encoder's:
+    `from_config` (and so `keras.saving.load_model` of a `.keras` file)
+    rebuilds the encoder, then the heads on it, tied again; the weights are
+    then loaded into that graph. Build one with `build_pretrainer`.
+
+    Args:
+        encoder: a model from `build_encoder`/`load_encoder`.
+        name: model name.
+
+    Example:
+
+    >>> import tfbert
+    >>> enc = tfbert.build_encoder(tfbert.BertConfig.from_preset("tiny", vocab_size=100))
+    >>> pre = BertPretrainer(enc)
+    >>> pre.get_layer("mlm").word_embeddings is enc.get_layer("embeddings").word_embeddings
+    True
+    """
+
+    def __init__(self, encoder: keras.Model, name: str = "bert_pretrainer", **kwargs):
+        config = encoder_config(encoder)
+        inputs = encoder_inputs()
+        inputs["masked_lm_positions"] = keras.Input(shape=(None,), dtype="int32",
+                                                    name="masked_lm_positions")
+        outputs = encoder({k: inputs[k] for k in ("input_word_ids", "input_mask",
+                                                   "input_type_ids")})
+        mlm = MaskedLMHead(
+            encoder.get_layer("embeddings").word_embeddings,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            initializer_range=config.initializer_range,
+            name="mlm",
+        )(outputs["sequence_output"], inputs["masked_lm_positions"])
+        nsp = keras.layers.Dense(2, kernel_initializer=bert_initializer(config.initializer_range),
+                                 name="nsp")(outputs["pooled_output"])
+        super().__init__(inputs, {"mlm": mlm, "nsp": nsp}, name=name, **kwargs)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "encoder": keras.saving.serialize_keras_object(self.get_layer(ENCODER_NAME))}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"),
+                                                        custom_objects=custom_objects)
+        return cls(encoder, **config)
 
 
 def build_pretrainer(encoder: keras.Model, name: str = "bert_pretrainer") -> keras.Model:
@@ -14,13 +67,15 @@ def build_pretrainer(encoder: keras.Model, name: str = "bert_pretrainer") -> ker
 
     Args:
         encoder: a model from `build_encoder`/`load_encoder`.
+        name: model name.
 
     Returns:
-        A functional model. Inputs: the three encoder inputs plus
-        `masked_lm_positions` int32 `[B, P]`. Outputs: `mlm` logits
+        A functional model (a `BertPretrainer`). Inputs: the three encoder
+        inputs plus `masked_lm_positions` int32 `[B, P]`. Outputs: `mlm` logits
         `[B, P, vocab]` (only at the masked positions; projection tied to the
-        word embeddings) and `nsp` logits `[B, 2]` (class 0 = "is next", as in
-        Google's BERT). Train it after `compile_pretrainer`.
+        word embeddings, also after `.keras` save and load) and `nsp` logits
+        `[B, 2]` (class 0 = "is next", as in Google's BERT). Train it after
+        `compile_pretrainer`.
 
     Example:
 
@@ -34,18 +89,7 @@ def build_pretrainer(encoder: keras.Model, name: str = "bert_pretrainer") -> ker
     >>> out["mlm"].shape, out["nsp"].shape
     (TensorShape([1, 2, 100]), TensorShape([1, 2]))
     """
-    config = encoder_config(encoder)
-    inputs = encoder_inputs()
-    inputs["masked_lm_positions"] = keras.Input(shape=(None,), dtype="int32",
-                                                name="masked_lm_positions")
-    outputs = encoder({k: inputs[k] for k in ("input_word_ids", "input_mask", "input_type_ids")})
-    word_embeddings = encoder.get_layer("embeddings").word_embeddings
-    mlm = MaskedLMHead(word_embeddings, config.hidden_act, config.layer_norm_eps,
-                       config.initializer_range, name="mlm")(
-        outputs["sequence_output"], inputs["masked_lm_positions"])
-    nsp = keras.layers.Dense(2, kernel_initializer=bert_initializer(config.initializer_range),
-                             name="nsp")(outputs["pooled_output"])
-    return keras.Model(inputs, {"mlm": mlm, "nsp": nsp}, name=name)
+    return BertPretrainer(encoder, name=name)
 
 
 def compile_pretrainer(model: keras.Model,

@@ -43,8 +43,8 @@ def build_span_qa(encoder: keras.Model, name: str = "bert_span_qa") -> keras.Mod
     # The [CLS] pooler is unused (see build_tagger).
     encoder.get_layer("pooler").trainable = False
     sequence = encoder(inputs)["sequence_output"]
-    start, end = SpanLogits(encoder_config(encoder).initializer_range, name="span_logits")(
-        sequence, inputs["input_mask"])
+    start, end = SpanLogits(initializer_range=encoder_config(encoder).initializer_range,
+                            name="span_logits")(sequence, inputs["input_mask"])
     # Identity layers give the outputs their names ("start", "end") for
     # losses, metrics and history keys.
     start = keras.layers.Identity(name="start")(start)

@@ -1,0 +1,212 @@
+"""The layers: activation names, configs, the tied MLM projection, dropout seeds."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import random_batch
+
+import tfbert
+from tfbert.config import ACTIVATION_ALIASES, ACTIVATIONS, BertConfig
+from tfbert.errors import ConfigError
+from tfbert.layers import (
+    BertEmbeddings,
+    MaskedLMHead,
+    MaskedMeanPooling,
+    SelfAttention,
+    SpanLogits,
+    TransformerBlock,
+)
+from tfbert.layers.activations import ACTIVATION_FUNCTIONS, bert_activation
+from tfbert.models import get_encoder
+
+# --- activation names ----------------------------------------------------------------------
+
+
+def test_every_activation_name_has_a_function_and_no_other():
+    assert set(ACTIVATION_FUNCTIONS) == set(ACTIVATIONS)
+    assert set(ACTIVATION_ALIASES.values()) <= set(ACTIVATIONS)
+    expected = {"relu": 1.0, "gelu": 0.5 * (1 + math.erf(1 / math.sqrt(2))),
+                "gelu_approximate": 0.5 * (1 + math.tanh(math.sqrt(2 / math.pi)
+                                                          * (1 + 0.044715)))}
+    for name in ACTIVATIONS:
+        assert float(bert_activation(name)(np.float32(1.0))) == pytest.approx(expected[name],
+                                                                               rel=1e-5)
+        BertConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=2,
+                   intermediate_size=16, hidden_act=name)
+        TransformerBlock(num_heads=2, hidden_size=8, intermediate_size=16, hidden_act=name)
+
+
+@pytest.mark.parametrize("name", ["swish", "gelu_new", "GELU", ""])
+def test_unknown_activation_names_are_rejected_with_the_supported_ones(name):
+    listed = ", ".join(ACTIVATIONS)
+    with pytest.raises(ConfigError, match="hidden_act") as error:
+        BertConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=2,
+                   intermediate_size=16, hidden_act=name)
+    assert listed in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        bert_activation(name)
+    assert listed in str(error.value)
+
+
+@pytest.mark.parametrize("alias", sorted(ACTIVATION_ALIASES))
+def test_hugging_face_activation_aliases_are_imported(alias):
+    cfg = BertConfig.from_hf_dict({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+                                   "num_attention_heads": 2, "intermediate_size": 16,
+                                   "hidden_act": alias})
+    assert cfg.hidden_act == ACTIVATION_ALIASES[alias]
+
+
+# --- configs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda: BertEmbeddings(vocab_size=50, hidden_size=8, max_position_embeddings=16,
+                           type_vocab_size=3, layer_norm_eps=1e-6, dropout=0.2,
+                           initializer_range=0.05),
+    lambda: TransformerBlock(num_heads=2, hidden_size=8, intermediate_size=16,
+                             hidden_act="relu", hidden_dropout=0.2, attention_dropout=0.3,
+                             layer_norm_eps=1e-6, initializer_range=0.05, xla_attention=False),
+    lambda: SelfAttention(num_heads=2, head_size=4, attention_dropout=0.3,
+                          initializer_range=0.05, xla=False),
+    lambda: SpanLogits(initializer_range=0.05),
+    MaskedMeanPooling,
+], ids=["BertEmbeddings", "TransformerBlock", "SelfAttention", "SpanLogits",
+        "MaskedMeanPooling"])
+def test_get_config_round_trips(make):
+    layer = make()
+    config = layer.get_config()
+    assert type(layer).from_config(config).get_config() == config
+
+
+def test_hyper_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        TransformerBlock(2, 8, 16)
+    with pytest.raises(TypeError):
+        BertEmbeddings(50, 8)
+    with pytest.raises(TypeError):
+        SelfAttention(2, 4)
+
+
+def test_mlm_head_is_not_rebuilt_untied():
+    embeddings = keras.layers.Embedding(50, 8)
+    embeddings.build((None,))
+    head = MaskedLMHead(embeddings, hidden_act="relu", layer_norm_eps=1e-6)
+    with pytest.raises(ConfigError, match="tied"):
+        MaskedLMHead.from_config(head.get_config())
+    again = MaskedLMHead.from_config({**head.get_config(), "word_embeddings": embeddings})
+    assert again.word_embeddings is embeddings and again.hidden_act == "relu"
+    other = keras.layers.Embedding(40, 8)
+    with pytest.raises(ConfigError, match="50 x 8"):
+        MaskedLMHead.from_config({**head.get_config(), "word_embeddings": other})
+
+
+# --- the tied MLM projection survives .keras save and load ----------------------------------
+
+
+def _pretraining_batch(config):
+    batch = random_batch(config.vocab_size, batch=2, seq=8, pad_from=6)
+    batch["input_word_ids"] = np.minimum(batch["input_word_ids"], config.vocab_size - 2)
+    batch["masked_lm_positions"] = np.array([[1, 3], [2, 0]], "int32")
+    return batch
+
+
+def test_reloaded_pretrainer_projects_with_its_own_word_embeddings(tiny_config, tmp_path):
+    pretrainer = tfbert.build_pretrainer(tfbert.build_encoder(tiny_config))
+    batch = _pretraining_batch(tiny_config)
+    before = pretrainer(batch)
+    path = str(tmp_path / "pretrainer.keras")
+    pretrainer.save(path)
+    again = keras.saving.load_model(path)
+
+    table = get_encoder(again).get_layer("embeddings").word_embeddings.embeddings
+    assert again.get_layer("mlm").word_embeddings.embeddings is table
+    assert sum(w is table for w in again.weights) == 1
+    after = again(batch)
+    for key in ("mlm", "nsp"):
+        np.testing.assert_allclose(before[key].numpy(), after[key].numpy(), atol=1e-6)
+
+    # The last token id is not in the input: changing its row leaves the
+    # encoder output alone, so only a tied projection changes its logit.
+    unused = tiny_config.vocab_size - 1
+    assert not np.any(batch["input_word_ids"] == unused)
+    value = table.numpy()
+    # Not a constant: the MLM transform ends in a LayerNorm, whose output
+    # (gamma 1, beta 0) sums to zero and would not see a constant shift.
+    value[unused] += np.random.default_rng(0).normal(size=value.shape[1])
+    table.assign(value)
+    changed = again(batch)["mlm"].numpy()
+    reference = after["mlm"].numpy()
+    assert np.all(np.abs(changed[..., unused] - reference[..., unused]) > 1e-4)
+    np.testing.assert_allclose(changed[..., :unused], reference[..., :unused], atol=1e-6)
+
+
+# --- attention dropout: a stream of its own per layer, set by the global seed ----------------
+
+
+def _masks(layers, steps=1):
+    """Attention-dropout keep masks read off the outputs of `layers`.
+
+    Zero query/key projections make every attention probability 1/T; identity
+    value/output projections on one-hot token vectors then return the
+    probability matrix itself, so an output entry is 0 exactly where dropout
+    dropped it.
+    """
+    seq = 16
+    x = np.eye(seq, dtype="float32")[np.newaxis]
+    mask = np.ones((1, seq), "int32")
+    masks = []
+    for layer in layers:
+        layer.build(x.shape)
+        zero, identity = np.zeros((seq, seq)), np.eye(seq)
+        for dense, kernel in ((layer.query, zero), (layer.key, zero),
+                              (layer.value, identity), (layer.output_dense, identity)):
+            dense.kernel.assign(kernel.astype("float32"))
+            dense.bias.assign(np.zeros(seq, "float32"))
+        np.testing.assert_allclose(layer(x, mask).numpy()[0], np.full((seq, seq), 1 / seq),
+                                   rtol=1e-6)
+        for _ in range(steps):
+            out = layer(x, mask, training=True).numpy()[0]
+            kept = out != 0
+            # What survives is 1/T scaled by 1/(1 - rate): real dropout.
+            np.testing.assert_allclose(out[kept], 1 / seq / (1 - layer.attention_dropout),
+                                       rtol=1e-5)
+            assert 0 < kept.sum() < kept.size
+            masks.append(kept)
+    return masks
+
+
+def _attention(xla):
+    return SelfAttention(num_heads=1, head_size=16, attention_dropout=0.5, xla=xla)
+
+
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "plain"])
+def test_each_attention_layer_draws_its_own_dropout_masks(xla):
+    keras.utils.set_random_seed(0)
+    first, second = _masks([_attention(xla), _attention(xla)])
+    assert not np.array_equal(first, second)
+    # One layer's masks also change from step to step.
+    step1, step2 = _masks([_attention(xla)], steps=2)
+    assert not np.array_equal(step1, step2)
+
+
+@pytest.mark.parametrize("xla", [True, False], ids=["xla", "plain"])
+def test_global_seed_sets_the_attention_dropout_masks(xla):
+    runs = {}
+    for seed in (1, 2, 1):
+        keras.utils.set_random_seed(seed)
+        runs.setdefault(seed, []).append(_masks([_attention(xla), _attention(xla)], steps=2))
+    np.testing.assert_array_equal(runs[1][0], runs[1][1])  # reproducible
+    assert not any(np.array_equal(a, b) for a, b in zip(runs[1][0], runs[2][0], strict=True))
+
+
+def test_encoder_attention_seed_generators_are_distinct_model_state(tiny_config):
+    encoder = tfbert.build_encoder(tiny_config.replace(num_layers=3))
+    variables = {id(v) for v in encoder.variables}
+    states = []
+    for i in range(3):
+        generator = encoder.get_layer(f"layer_{i}").attention.seed_generator
+        assert id(generator.state) in variables  # checkpointed with the model
+        states.append(tuple(generator.state.numpy()))
+    assert len(set(states)) == 3
