@@ -7,7 +7,6 @@ import string
 import numpy as np
 import pytest
 
-from tfbert.data.corpus import CorpusError, read_documents
 from tfbert.data.nsp_pairs import Sentence, truncate_pair
 from tfbert.data.pretraining import (
     PairOptions,
@@ -17,7 +16,9 @@ from tfbert.data.pretraining import (
     prepare_pretraining_data,
     pretraining_dataset,
 )
+from tfbert.errors import DataError
 from tfbert.text import BertTokenizer
+from tfbert.text.corpus import read_documents
 
 WORDS = ["the", "cat", "sat", "on", "mat", "dog", "ran", "far", "away", "and", "then", "slept"]
 SEQ_LEN = 64
@@ -261,10 +262,10 @@ def test_prepared_tfrecords_hold_the_same_pairs(corpus, pairs, tokenizer, tmp_pa
     features, labels, _ = next(iter(pretraining_dataset(str(tmp_path / "prepared"), tokenizer,
                                                         seq_len=SEQ_LEN, batch_size=8)))
     assert features["input_word_ids"].shape == (8, SEQ_LEN)
-    with pytest.raises(CorpusError, match="seq_len 64, not 128"):
+    with pytest.raises(DataError, match="seq_len 64, not 128"):
         pretraining_dataset(str(tmp_path / "prepared"), tokenizer, seq_len=128)
     other = BertTokenizer(_vocab() + ["extra"])
-    with pytest.raises(CorpusError, match="different tokenizer"):
+    with pytest.raises(DataError, match="different tokenizer"):
         pretraining_dataset(str(tmp_path / "prepared"), other, seq_len=SEQ_LEN)
 
 
@@ -273,17 +274,17 @@ def test_corpus_format_and_clear_errors(tmp_path, tokenizer):
     path.write_text("First one.\n  Second one.  \n\n\n\nOther doc.\n", encoding="utf-8")
     assert list(read_documents([str(path)])) == [["First one.", "Second one."], ["Other doc."]]
     missing = str(tmp_path / "missing.txt")
-    with pytest.raises(CorpusError, match="missing.txt: no such corpus file"):
+    with pytest.raises(DataError, match="missing.txt: no such corpus file"):
         pretraining_dataset([missing], tokenizer, seq_len=SEQ_LEN)
-    with pytest.raises(CorpusError, match="matches no corpus file"):
+    with pytest.raises(DataError, match="matches no corpus file"):
         pretraining_dataset([str(tmp_path / "*.none")], tokenizer, seq_len=SEQ_LEN)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n", encoding="utf-8")
-    with pytest.raises(CorpusError, match="empty.txt: the corpus file is empty"):
+    with pytest.raises(DataError, match="empty.txt: the corpus file is empty"):
         pretraining_dataset([str(path), str(empty)], tokenizer, seq_len=SEQ_LEN)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ok\n\xc3\x28 broken\n")
-    with pytest.raises(CorpusError, match="bad.txt: line 2: not valid UTF-8"):
+    with pytest.raises(DataError, match="bad.txt: line 2: not valid UTF-8"):
         pretraining_dataset([str(bad)], tokenizer, seq_len=SEQ_LEN)
-    with pytest.raises(CorpusError, match="not a prepared pretraining directory"):
+    with pytest.raises(DataError, match="not a prepared pretraining directory"):
         pretraining_dataset([str(tmp_path)], tokenizer, seq_len=SEQ_LEN)

@@ -2,10 +2,10 @@
 
 import pytest
 
-from tfbert.data.corpus import CorpusError
+from tfbert.cli import main as cli
+from tfbert.errors import DataError
 from tfbert.text import BertTokenizer, read_vocab
 from tfbert.text.vocab_learning import learn_vocab
-from tfbert.training.pretrain_cli import main as cli
 
 TEXT = """The quick brown fox jumps over the lazy dog.
 Pack my box with five dozen liquor jugs!
@@ -65,22 +65,23 @@ def test_cli_writes_vocab_and_reports_bad_input_in_one_line(corpus, tmp_path, ca
     assert cli(["vocab", "--input", corpus, "--vocab-size", "150", "--output", str(out),
                 "--quiet"]) == 0
     assert read_vocab(out)[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    capsys.readouterr()
     missing = str(tmp_path / "nope.txt")
-    with pytest.raises(SystemExit) as e:
-        cli(["vocab", "--input", missing, "--vocab-size", "150", "--output", str(out)])
-    assert missing in str(e.value) and "\n" not in str(e.value)
+    assert cli(["vocab", "--input", missing, "--vocab-size", "150", "--output", str(out)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("tfbert vocab: error: ") and missing in line
 
 
 def test_missing_empty_and_non_utf8_files_are_named(tmp_path):
-    with pytest.raises(CorpusError, match="nope.txt"):
+    with pytest.raises(DataError, match="nope.txt"):
         learn_vocab([str(tmp_path / "nope.txt")], 100, progress=False)
-    with pytest.raises(CorpusError, match=r"no corpus file"):
+    with pytest.raises(DataError, match=r"no corpus file"):
         learn_vocab([str(tmp_path / "*.none")], 100, progress=False)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match="empty.txt.*empty"):
+    with pytest.raises(DataError, match="empty.txt.*empty"):
         learn_vocab([str(empty)], 100, progress=False)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine line\nbroken \xff line\n")
-    with pytest.raises(CorpusError, match="bad.txt: line 2"):
+    with pytest.raises(DataError, match="bad.txt: line 2"):
         learn_vocab([str(bad)], 100, progress=False)

@@ -9,9 +9,7 @@ import os
 
 import tensorflow as tf
 
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, line and field."""
+from tfbert.errors import DataError
 
 
 @dataclasses.dataclass

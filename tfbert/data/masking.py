@@ -48,6 +48,8 @@ import dataclasses
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from tfbert.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class MaskingConfig:
@@ -77,13 +79,13 @@ class MaskingConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mask_rate <= 1.0:
-            raise ValueError(f"mask_rate must be in (0, 1], got {self.mask_rate}")
+            raise ConfigError(f"mask_rate must be in (0, 1], got {self.mask_rate}")
         if self.max_predictions_per_seq < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"max_predictions_per_seq must be >= 1, got {self.max_predictions_per_seq}")
         if (self.mask_token_rate < 0 or self.random_token_rate < 0
                 or self.mask_token_rate + self.random_token_rate > 1):
-            raise ValueError("need mask_token_rate, random_token_rate >= 0 with sum <= 1")
+            raise ConfigError("need mask_token_rate, random_token_rate >= 0 with sum <= 1")
 
     @classmethod
     def from_tokenizer(cls, tokenizer, **options) -> MaskingConfig:

@@ -57,6 +57,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from tfbert.errors import ConfigError
+
 IS_NEXT, RANDOM_NEXT = 0, 1
 
 
@@ -110,9 +112,9 @@ def generate_pairs(documents: Iterable[Document], seq_len: int, cls_id: int, sep
         `PretrainingPair`s, in document order.
     """
     if seq_len < 5:
-        raise ValueError(f"seq_len {seq_len} is too short for a sentence pair (need >= 5)")
+        raise ConfigError(f"seq_len {seq_len} is too short for a sentence pair (need >= 5)")
     if dupe_factor < 1 or window_documents < 2:
-        raise ValueError("dupe_factor must be >= 1 and window_documents >= 2")
+        raise ConfigError("dupe_factor must be >= 1 and window_documents >= 2")
     rng = random.Random(seed)
     window: collections.deque[Document] = collections.deque(maxlen=window_documents)
     pending: collections.deque[Document] = collections.deque()

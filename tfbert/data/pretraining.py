@@ -31,10 +31,15 @@ the full stream — which is how a resumed run picks up its data position.
 
 Example:
 
->>> from tfbert.text import load_tokenizer  # doctest: +SKIP
->>> tok = load_tokenizer("vocab.txt")  # doctest: +SKIP
->>> ds = pretraining_dataset(["corpus/*.txt"], tok, seq_len=128, batch_size=32)  # doctest: +SKIP
->>> features, labels, weights = next(iter(ds))  # doctest: +SKIP
+>>> import os, tempfile
+>>> from tfbert.text import BertTokenizer
+>>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "."])
+>>> path = os.path.join(tempfile.mkdtemp(), "corpus.txt")
+>>> _ = open(path, "w").write("The cat sat.\\nThe cat.\\n\\nThe cat sat.\\n" * 20)
+>>> ds = pretraining_dataset([path], tok, seq_len=16, batch_size=4, max_predictions_per_seq=3)
+>>> features, labels, weights = next(iter(ds))
+>>> features["input_word_ids"].shape.as_list(), labels["mlm"].shape.as_list()
+([4, 16], [4, 3])
 """
 
 from __future__ import annotations
@@ -50,9 +55,11 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfbert.data.corpus import CorpusError, LineProgress, expand_corpus_files, read_documents
 from tfbert.data.masking import MaskingConfig, mask_batch
 from tfbert.data.nsp_pairs import Document, PretrainingPair, Sentence, generate_pairs
+from tfbert.errors import ConfigError, DataError
+from tfbert.files import write_json_atomically
+from tfbert.text.corpus import LineProgress, expand_corpus_files, read_documents
 
 METADATA_FILE = "pretraining_data.json"
 _FORMAT = "tfbert.pretraining_pairs"
@@ -99,7 +106,7 @@ class PairSet:
     def from_pairs(cls, pairs: Iterable[PretrainingPair], seq_len: int) -> PairSet:
         pairs = list(pairs)
         if not pairs:
-            raise CorpusError("the corpus gave no sentence pairs (no document has text)")
+            raise DataError("the corpus gave no sentence pairs (no document has text)")
         return cls(
             input_ids=np.concatenate([p.input_ids for p in pairs]).astype(np.int32),
             word_starts=np.concatenate([p.word_starts for p in pairs]).astype(bool),
@@ -137,7 +144,7 @@ def tokenize_documents(documents: Iterable[list[str]], tokenizer,
     tokenize to nothing are dropped, and documents left empty are skipped.
 
     Args:
-        documents: e.g. `corpus.read_documents(files)`.
+        documents: e.g. `tfbert.text.corpus.read_documents(files)`.
         tokenizer: a `tfbert.text.BertTokenizer`.
         lines_per_batch: sentences per tokenizer call.
     """
@@ -177,7 +184,7 @@ def corpus_pairs(corpus: str | Sequence[str], tokenizer, options: PairOptions,
     """Stream the NSP pairs of corpus files (globs allowed), with an optional progress bar.
 
     Raises:
-        CorpusError: a missing, unreadable or empty file, naming it.
+        DataError: a missing, unreadable or empty file, naming it.
     """
     files = expand_corpus_files(corpus)
     bar = LineProgress(files, enabled=progress)
@@ -194,19 +201,25 @@ def build_pairs(corpus: str | Sequence[str], tokenizer, options: PairOptions = P
     """All NSP pairs of a corpus, in memory.
 
     Args:
-        corpus: corpus files or globs (BERT format, DESIGN §4.5).
+        corpus: corpus files or globs (BERT format: one sentence per line, a blank line between
+            documents).
         tokenizer: a `tfbert.text.BertTokenizer`.
         options: pair construction settings.
         progress: show a progress bar over the corpus lines.
 
     Raises:
-        CorpusError: a missing, unreadable or empty file, naming it.
+        DataError: a missing, unreadable or empty file, naming it.
 
     Example:
 
-    >>> pairs = build_pairs(["corpus.txt"], tok, PairOptions(seq_len=128))  # doctest: +SKIP
-    >>> pairs.num_pairs  # doctest: +SKIP
-    5121
+    >>> import os, tempfile
+    >>> from tfbert.text import BertTokenizer
+    >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "corpus.txt")
+    >>> _ = open(path, "w").write("The cat sat.\\nThe cat.\\n\\nThe cat sat.\\n" * 20)
+    >>> pairs = build_pairs([path], tok, PairOptions(seq_len=16))
+    >>> pairs.num_pairs, pairs.seq_len
+    (34, 16)
     """
     return PairSet.from_pairs(corpus_pairs(corpus, tokenizer, options, progress),
                               options.seq_len)
@@ -238,15 +251,25 @@ def prepare_pretraining_data(corpus: str | Sequence[str], tokenizer, output_dir:
         the prepared data, as `open_prepared(output_dir)` would read it.
 
     Raises:
-        CorpusError: a missing, unreadable or empty file, naming it.
+        DataError: a missing, unreadable or empty file, naming it.
 
     Example:
 
-    >>> prepare_pretraining_data(["wiki/*.txt"], tok, "wiki_pairs", shards=64)  # doctest: +SKIP
-    >>> ds = pretraining_dataset("wiki_pairs", tok, seq_len=128)  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> from tfbert.text import BertTokenizer
+    >>> tok = BertTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat"])
+    >>> path = os.path.join(tempfile.mkdtemp(), "corpus.txt")
+    >>> _ = open(path, "w").write("The cat sat.\\nThe cat.\\n\\nThe cat sat.\\n" * 20)
+    >>> out = os.path.join(tempfile.mkdtemp(), "pairs")
+    >>> prepared = prepare_pretraining_data([path], tok, out, seq_len=16, shards=2, progress=False)
+    >>> prepared.num_pairs == build_pairs([path], tok, PairOptions(seq_len=16)).num_pairs
+    True
+    >>> sorted(os.listdir(out))
+    ['pairs-00000-of-00002.tfrecord', 'pairs-00001-of-00002.tfrecord', 'pretraining_data.json']
+    >>> ds = pretraining_dataset(out, tok, seq_len=16, batch_size=4)
     """
     if shards < 1:
-        raise ValueError(f"shards must be >= 1, got {shards}")
+        raise ConfigError(f"shards must be >= 1, got {shards}")
     options = PairOptions(seq_len, seed, short_seq_prob, dupe_factor, window_documents)
     files = expand_corpus_files(corpus)
     os.makedirs(output_dir, exist_ok=True)
@@ -261,7 +284,7 @@ def prepare_pretraining_data(corpus: str | Sequence[str], tokenizer, output_dir:
             for writer in writers:
                 writer.close()
         if count == 0:
-            raise CorpusError(f"{', '.join(files)}: the corpus gave no sentence pairs")
+            raise DataError(f"{', '.join(files)}: the corpus gave no sentence pairs")
         metadata_path = os.path.join(output_dir, METADATA_FILE)
         if os.path.exists(metadata_path):  # replacing an earlier preparation
             os.remove(metadata_path)
@@ -274,7 +297,7 @@ def prepare_pretraining_data(corpus: str | Sequence[str], tokenizer, output_dir:
         **dataclasses.asdict(options), "corpus": [os.path.abspath(f) for f in files],
         **tokenizer_fingerprint(tokenizer),
     }
-    _write_json_atomically(os.path.join(output_dir, METADATA_FILE), metadata)
+    write_json_atomically(os.path.join(output_dir, METADATA_FILE), metadata)
     return open_prepared(output_dir)
 
 
@@ -294,7 +317,7 @@ def open_prepared(directory: str) -> PreparedData:
     """Read and check a prepared directory's metadata.
 
     Raises:
-        CorpusError: no (or bad) `pretraining_data.json`, or a missing shard.
+        DataError: no (or bad) `pretraining_data.json`, or a missing shard.
     """
     directory = os.fspath(directory)
     path = os.path.join(directory, METADATA_FILE)
@@ -302,16 +325,16 @@ def open_prepared(directory: str) -> PreparedData:
         with open(path, encoding="utf-8") as f:
             metadata = json.load(f)
     except FileNotFoundError:
-        raise CorpusError(f"{directory}: not a prepared pretraining directory (no "
-                          f"{METADATA_FILE}; prepare it again)") from None
+        raise DataError(f"{directory}: not a prepared pretraining directory (no "
+                        f"{METADATA_FILE}; prepare it again)") from None
     except (OSError, json.JSONDecodeError) as e:
-        raise CorpusError(f"{path}: cannot read: {e}") from None
+        raise DataError(f"{path}: cannot read: {e}") from None
     if metadata.get("format") != _FORMAT or metadata.get("version") != _FORMAT_VERSION:
-        raise CorpusError(f"{path}: not tfbert pretraining data of version {_FORMAT_VERSION}")
+        raise DataError(f"{path}: not tfbert pretraining data of version {_FORMAT_VERSION}")
     files = tuple(os.path.join(directory, name) for name in metadata["files"])
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
-        raise CorpusError(f"{missing[0]}: shard listed in {METADATA_FILE} is missing")
+        raise DataError(f"{missing[0]}: shard listed in {METADATA_FILE} is missing")
     return PreparedData(directory, files, int(metadata["num_pairs"]), int(metadata["seq_len"]),
                         metadata)
 
@@ -324,7 +347,7 @@ def load_pairs(corpus: str | Sequence[str] | PairSet | PreparedData, tokenizer,
     A prepared directory is checked against `tokenizer` and `options.seq_len`.
 
     Raises:
-        CorpusError: bad corpus files, or prepared data made for another
+        DataError: bad corpus files, or prepared data made for another
             vocabulary, casing or sequence length.
     """
     if isinstance(corpus, PairSet | PreparedData):
@@ -336,14 +359,14 @@ def load_pairs(corpus: str | Sequence[str] | PairSet | PreparedData, tokenizer,
         else:
             return build_pairs(paths, tokenizer, options, progress)
     if source.seq_len != options.seq_len:
-        raise CorpusError(f"{_name(source)}: pairs were built for seq_len {source.seq_len}, "
-                          f"not {options.seq_len}; prepare the corpus again")
+        raise DataError(f"{_name(source)}: pairs were built for seq_len {source.seq_len}, "
+                        f"not {options.seq_len}; prepare the corpus again")
     if isinstance(source, PreparedData):
         expected = tokenizer_fingerprint(tokenizer)
         for key, value in expected.items():
             if source.metadata.get(key) != value:
-                raise CorpusError(f"{source.directory}: prepared with a different tokenizer "
-                                  f"({key} differs); prepare the corpus again")
+                raise DataError(f"{source.directory}: prepared with a different tokenizer "
+                                f"({key} differs); prepare the corpus again")
     return source
 
 
@@ -404,11 +427,11 @@ def pretraining_dataset(corpus: str | Sequence[str] | PairSet | PreparedData, to
         a `tf.data.Dataset` of `(features, labels, sample_weights)` (module docstring).
 
     Raises:
-        CorpusError: bad corpus input, naming the file.
+        DataError: bad corpus input, naming the file.
     """
     options = pair_options or PairOptions(seq_len=seq_len, seed=seed)
     if options.seq_len != seq_len:
-        raise ValueError(f"pair_options.seq_len {options.seq_len} != seq_len {seq_len}")
+        raise ConfigError(f"pair_options.seq_len {options.seq_len} != seq_len {seq_len}")
     source = load_pairs(corpus, tokenizer, options, progress)
     masking = MaskingConfig.from_tokenizer(
         tokenizer, mask_rate=mask_rate, max_predictions_per_seq=max_predictions_per_seq,
@@ -500,13 +523,6 @@ def _serialize(pair: PretrainingPair) -> bytes:
         "segment_a_length": ints([pair.segment_a_length]),
         "next_sentence_label": ints([pair.next_sentence_label]),
     })).SerializeToString()
-
-
-def _write_json_atomically(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _name(source: PairSet | PreparedData) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfbert.data.classification import DataError
+from tfbert.errors import DataError
 from tfbert.text.packing import pack_question_context
 from tfbert.text.tokenizer import BertTokenizer
 

@@ -22,9 +22,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from tfbert.data.classification import DataError
-from tfbert.models.tagger import IGNORE_LABEL
-from tfbert.text.packing import pack_words
+from tfbert.errors import DataError
+from tfbert.text.packing import IGNORE_LABEL, pack_words
 from tfbert.text.tokenizer import BertTokenizer
 
 OUTSIDE = "O"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfbert.errors import ConfigError
 from tfbert.layers.initializers import bert_initializer
 from tfbert.models.encoder import encoder_config, encoder_inputs
-
-# Label of positions without a tag: specials, padding and a word's later pieces.
-IGNORE_LABEL = -100
+from tfbert.text.packing import IGNORE_LABEL
 
 
 def build_tagger(encoder: keras.Model, num_tags: int, dropout: float = 0.1,
@@ -41,7 +40,7 @@ def build_tagger(encoder: keras.Model, num_tags: int, dropout: float = 0.1,
     TensorShape([1, 4, 5])
     """
     if num_tags < 2:
-        raise ValueError(f"num_tags must be at least 2, got {num_tags}")
+        raise ConfigError(f"num_tags must be at least 2, got {num_tags}")
     inputs = encoder_inputs()
     # The [CLS] pooler is unused; freezing it keeps the optimizer from tracking
     # (and warning about) weights without gradients.

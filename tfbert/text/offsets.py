@@ -15,28 +15,28 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def decode_text(texts: tf.Tensor) -> tf.Tensor:
-    """Texts as valid UTF-8: invalid bytes become U+FFFD, the text offsets refer to."""
-    return tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
-                                        replacement_char=0xFFFD)
+def decode_text(texts: tf.Tensor, replace_nul: bool = False) -> tf.Tensor:
+    """Texts as valid UTF-8: invalid bytes become U+FFFD.
 
-
-def exclusive_cumsum_per_row(values: tf.Tensor, row_splits: tf.Tensor) -> tf.Tensor:
-    """For each item, the sum of the items before it in the same row.
+    This is the text that offsets index. Serving requests may carry any
+    bytes, so the tokenizer and `char_spans` both start here.
 
     Args:
-        values: 1-D numbers, the flat values of a ragged tensor.
-        row_splits: its row partition.
+        texts: string `[batch]`.
+        replace_nul: also turn each NUL character into U+FFFD, one character
+            for one, so offsets do not change. The tokenizer needs this
+            because `regex_split` stops at a NUL byte. Its clean-up step then
+            drops U+FFFD, as the reference tokenizer drops both characters.
 
     Example:
-        >>> exclusive_cumsum_per_row(tf.constant([2, 3, 4]), tf.constant([0, 2, 3])).numpy()
-        array([0, 2, 0], dtype=int32)
+        >>> decode_text(tf.constant([b"a\\xffb\\x00"]), replace_nul=True).numpy().tolist()
+        [b'a\\xef\\xbf\\xbdb\\xef\\xbf\\xbd']
     """
-    before = tf.cumsum(values, exclusive=True)
-    # Index len(values) stands for an empty last row: it picks the appended total.
-    with_total = tf.concat([before, tf.reduce_sum(values, keepdims=True)], axis=0)
-    row_base = tf.gather(with_total, row_splits[:-1])
-    return before - tf.repeat(row_base, row_splits[1:] - row_splits[:-1])
+    texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace",
+                                         replacement_char=0xFFFD)
+    if replace_nul:
+        texts = tf.strings.regex_replace(texts, r"\x00", "\ufffd")
+    return texts
 
 
 def byte_to_char(char_bytes: tf.RaggedTensor, row: tf.Tensor, byte_start: tf.Tensor,

@@ -10,11 +10,14 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from tfbert.text.offsets import exclusive_cumsum_per_row
-from tfbert.text.tokenizer import BertTokenizer, TextInput, _keep_prefix, _merge_words
+from tfbert.text.ragged import exclusive_cumsum_per_row, keep_prefix, merge_words
+from tfbert.text.tokenizer import BertTokenizer, TextInput
 
 # Longest question kept, in wordpieces (Google's run_squad default).
 MAX_QUERY_LENGTH = 64
+# Label of the positions `pack_words` leaves untagged: `[CLS]`, `[SEP]`,
+# padding and every piece of a word but its first (a loss ignores them).
+IGNORE_LABEL = -100
 
 
 def pack_words(tokenizer: BertTokenizer, pieces: tf.RaggedTensor,
@@ -46,8 +49,8 @@ def pack_words(tokenizer: BertTokenizer, pieces: tf.RaggedTensor,
     first = exclusive_cumsum_per_row(counts, tf.cast(pieces.row_splits, tf.int64))
     kept = (first < budget) & (counts > 0)
     positions = pieces.with_values(tf.where(kept, first + 1, tf.constant(-1, tf.int64)))
-    flat = _merge_words(pieces)
-    flat = _keep_prefix(flat, tf.fill([flat.nrows()], budget))
+    flat = merge_words(pieces)
+    flat = keep_prefix(flat, tf.fill([flat.nrows()], budget))
     return tokenizer.pack([flat], max_length), positions
 
 
@@ -95,11 +98,11 @@ def pack_question_context(tokenizer: BertTokenizer, questions: TextInput, contex
     """
     max_length = tokenizer.max_seq_length if max_length is None else int(max_length)
     question = tokenizer.tokenize(questions)
-    question = _keep_prefix(question, tf.fill([question.nrows()],
+    question = keep_prefix(question, tf.fill([question.nrows()],
                                               question_budget(max_length, max_query_length)))
     context, starts, ends = tokenizer.tokenize_with_offsets(contexts)
     room = max_length - 3 - question.row_lengths()
-    context, starts, ends = (_keep_prefix(x, room) for x in (context, starts, ends))
+    context, starts, ends = (keep_prefix(x, room) for x in (context, starts, ends))
     return QAInputs(
         inputs=tokenizer.pack([question, context], max_length),
         context_start=tf.cast(question.row_lengths(), tf.int64) + 2,

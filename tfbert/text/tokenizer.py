@@ -10,7 +10,7 @@ differ in batch size, which is an invalid request anyway.)
 
 Pipeline (the order is the reference's):
 
-1. invalid UTF-8 and NUL become U+FFFD (`unicode_transcode`), so any bytes work;
+1. invalid UTF-8 and NUL become U+FFFD (`offsets.decode_text`), so any bytes work;
 2. the special tokens (`[MASK]`, `[CLS]`, ...) are cut out of the raw text and
    kept as single tokens, as `tokenizers` does with its added tokens;
 3. clean-up: control/format/private-use characters are dropped;
@@ -64,8 +64,10 @@ from typing import Any, NamedTuple
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from tfbert.errors import ConfigError
 from tfbert.text import _unicode_tables as tables
 from tfbert.text import offsets
+from tfbert.text.ragged import exclusive_cumsum_per_row, keep_prefix, merge_words
 from tfbert.text.vocab import read_vocab
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -133,14 +135,14 @@ class BertTokenizer(tf.Module):
             vocab = read_vocab(vocab)
         vocab = list(vocab)
         if not vocab:
-            raise ValueError("BertTokenizer: the vocabulary is empty")
+            raise ConfigError("BertTokenizer: the vocabulary is empty")
         for token in (PAD, UNK, CLS, SEP):
             if token not in vocab:
-                raise ValueError(f"BertTokenizer: the vocabulary has no {token} token")
+                raise ConfigError(f"BertTokenizer: the vocabulary has no {token} token")
         if int(max_seq_length) < 3:
-            raise ValueError(f"BertTokenizer: max_seq_length must be >= 3, got {max_seq_length}")
+            raise ConfigError(f"BertTokenizer: max_seq_length must be >= 3, got {max_seq_length}")
         if int(bucket) < 1:
-            raise ValueError(f"BertTokenizer: bucket must be >= 1, got {bucket}")
+            raise ConfigError(f"BertTokenizer: bucket must be >= 1, got {bucket}")
         self._tokens = _Tokens(vocab)
         self._lowercase = bool(lowercase)
         self._max_seq_length = int(max_seq_length)
@@ -192,7 +194,7 @@ class BertTokenizer(tf.Module):
         try:
             return self._tokens.index[token]
         except KeyError:
-            raise ValueError(f"BertTokenizer: the vocabulary has no {token} token") from None
+            raise ConfigError(f"BertTokenizer: the vocabulary has no {token} token") from None
 
     @property
     def pad_id(self) -> int:
@@ -231,14 +233,7 @@ class BertTokenizer(tf.Module):
             >>> tok.split_words(["Héllo, 世界 [MASK]!"]).to_list()
             [[b'hello', b',', b'\\xe4\\xb8\\x96', b'\\xe7\\x95\\x8c', b'[MASK]', b'!']]
         """
-        texts = _as_batch(texts)
-        # Serving requests may carry any bytes; the reference only sees valid
-        # text. U+FFFD is then dropped by the clean-up, as the reference drops it.
-        texts = tf.strings.unicode_transcode(
-            texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-        )
-        # regex_split stops at a NUL byte; U+FFFD is dropped later just the same.
-        texts = tf.strings.regex_replace(texts, r"\x00", "\ufffd")
+        texts = offsets.decode_text(_as_batch(texts), replace_nul=True)
         segments = tf_text.regex_split(texts, self._specials_pattern, self._specials_pattern)
         flat = segments.flat_values
         is_special = tf.reduce_any(
@@ -294,13 +289,7 @@ class BertTokenizer(tf.Module):
             >>> tok.tokenize(["Unable!"]).to_list()
             [[4, 5, 1]]
         """
-        pieces = self.tokenize_words(texts)
-        # merge_dims(1, 2), without the validation asserts it adds to the graph.
-        return tf.RaggedTensor.from_row_splits(
-            pieces.flat_values,
-            tf.gather(pieces.values.row_splits, pieces.row_splits),
-            validate=False,
-        )
+        return merge_words(self.tokenize_words(texts))
 
     def tokenize_words_with_offsets(self, texts: TextInput) -> WordPieces:
         """`tokenize_words` plus where each word and piece lies in the original text.
@@ -340,12 +329,7 @@ class BertTokenizer(tf.Module):
             >>> out.ids.to_list(), out.starts.to_list(), out.ends.to_list()
             ([[[5, 6], [4]]], [[[0, 2], [7]]], [[[2, 6], [11]]])
         """
-        texts = _as_batch(texts)
-        text = tf.strings.unicode_transcode(
-            texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
-        )
-        # NUL -> U+FFFD keeps one character for one, so offsets are unchanged.
-        text = tf.strings.regex_replace(text, r"\x00", "\ufffd")
+        text = offsets.decode_text(_as_batch(texts), replace_nul=True)
         segments, _, _ = tf_text.regex_split_with_offsets(
             text, self._specials_pattern, self._specials_pattern
         )
@@ -356,7 +340,7 @@ class BertTokenizer(tf.Module):
         # Segments tile the text (every delimiter is kept), so a segment starts
         # after the characters of the segments before it.
         segment_chars = tf.cast(tf.strings.length(flat, unit="UTF8_CHAR"), tf.int64)
-        segment_start = offsets.exclusive_cumsum_per_row(
+        segment_start = exclusive_cumsum_per_row(
             segment_chars, tf.cast(segments.row_splits, tf.int64)
         )
 
@@ -441,12 +425,12 @@ class BertTokenizer(tf.Module):
             ([[4, 5]], [[0, 3]], [[3, 4]])
         """
         out = self.tokenize_words_with_offsets(texts)
-        return tuple(_merge_words(x) for x in (out.ids, out.starts, out.ends))
+        return tuple(merge_words(x) for x in (out.ids, out.starts, out.ends))
 
     def pack(
         self, segments: Sequence[tf.RaggedTensor], max_length: int | None = None
     ) -> dict[str, tf.Tensor]:
-        """Packs already tokenized and truncated segments like `__call__` does.
+        """Packs already tokenized and truncated segments (`__call__` packs with this).
 
         `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, padded to the longest row
         rounded up to a multiple of `bucket`, at most `max_length` (rows must
@@ -528,34 +512,22 @@ class BertTokenizer(tf.Module):
         """
         max_length = self._max_seq_length if max_length is None else int(max_length)
         if max_length < (2 if pairs is None else 3):
-            raise ValueError(f"BertTokenizer: max_length {max_length} leaves no room for tokens")
+            raise ConfigError(f"BertTokenizer: max_length {max_length} leaves no room for tokens")
         texts = _as_batch(texts)
         first = self.tokenize(texts)
         if pairs is None:
-            segments = [_keep_prefix(first, tf.fill([first.nrows()], max_length - 2))]
+            segments = [keep_prefix(first, tf.fill([first.nrows()], max_length - 2))]
         else:
             pairs = _as_batch(pairs)
             n_texts, n_pairs = texts.shape[0], pairs.shape[0]
             if n_texts is not None and n_pairs is not None and n_texts != n_pairs:
-                raise ValueError(f"BertTokenizer: {n_texts} texts but {n_pairs} pairs")
+                raise ConfigError(f"BertTokenizer: {n_texts} texts but {n_pairs} pairs")
             second = self.tokenize(pairs)
             keep_first, keep_second = _longest_first(
                 first.row_lengths(), second.row_lengths(), max_length - 3
             )
-            segments = [_keep_prefix(first, keep_first), _keep_prefix(second, keep_second)]
-        word_ids, type_ids = tf_text.combine_segments(
-            segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id
-        )
-        longest = tf.reduce_max(tf.concat([word_ids.row_lengths(), [0]], axis=0))
-        bucketed = (longest + self._bucket - 1) // self._bucket * self._bucket
-        width = tf.minimum(bucketed, max_length)
-        input_word_ids, input_mask = tf_text.pad_model_inputs(word_ids, width, self.pad_id)
-        input_type_ids, _ = tf_text.pad_model_inputs(tf.cast(type_ids, tf.int32), width, 0)
-        return {
-            "input_word_ids": tf.cast(input_word_ids, tf.int32),
-            "input_mask": tf.cast(input_mask, tf.int32),
-            "input_type_ids": input_type_ids,
-        }
+            segments = [keep_prefix(first, keep_first), keep_prefix(second, keep_second)]
+        return self.pack(segments, max_length)
 
     # -- config -------------------------------------------------------------
 
@@ -622,29 +594,10 @@ class _Tokens:
         self.index = {token: i for i, token in enumerate(tokens)}
 
 
-def _merge_words(pieces: tf.RaggedTensor) -> tf.RaggedTensor:
-    # merge_dims(1, 2), without the validation asserts it adds to the graph.
-    return tf.RaggedTensor.from_row_splits(
-        pieces.flat_values, tf.gather(pieces.values.row_splits, pieces.row_splits),
-        validate=False,
-    )
-
-
-def _keep_prefix(ids: tf.RaggedTensor, keep: tf.Tensor) -> tf.RaggedTensor:
-    """The first `keep[i]` items of each row `i`."""
-    lengths = ids.row_lengths()
-    keep = tf.minimum(tf.cast(keep, lengths.dtype), lengths)
-    position = tf.ragged.range(lengths).flat_values
-    kept = position < tf.repeat(keep, lengths)
-    return tf.RaggedTensor.from_row_lengths(
-        tf.boolean_mask(ids.flat_values, kept), keep, validate=False
-    )
-
-
 def _as_batch(texts: TextInput) -> tf.Tensor:
     if isinstance(texts, str | bytes):
         texts = [texts]
     texts = tf.convert_to_tensor(texts, dtype=tf.string)
     if texts.shape.rank != 1:
-        raise ValueError(f"BertTokenizer: expected texts of shape [batch], got {texts.shape}")
+        raise ConfigError(f"BertTokenizer: expected texts of shape [batch], got {texts.shape}")
     return texts

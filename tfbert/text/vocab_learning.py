@@ -41,7 +41,8 @@ from collections.abc import Sequence
 
 from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
 
-from tfbert.data.corpus import CorpusError, LineProgress, expand_corpus_files, read_lines
+from tfbert.errors import ConfigError, DataError
+from tfbert.text.corpus import LineProgress, expand_corpus_files, read_lines
 from tfbert.text.tokenizer import CLS, MASK, PAD, SEP, UNK, BertTokenizer
 
 # Lines handed to the tokenizer per call: large enough to amortise op
@@ -58,7 +59,7 @@ def special_tokens(reserved_unused: int = 0) -> list[str]:
     ['[PAD]', '[unused0]', '[unused1]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
     """
     if reserved_unused < 0:
-        raise ValueError(f"reserved_unused must be >= 0, got {reserved_unused}")
+        raise ConfigError(f"reserved_unused must be >= 0, got {reserved_unused}")
     return [PAD, *(f"[unused{i}]" for i in range(reserved_unused)), UNK, CLS, SEP, MASK]
 
 
@@ -74,7 +75,7 @@ def count_words(
         progress: show a progress bar over the input lines.
 
     Raises:
-        CorpusError: a missing, unreadable or empty file, naming it.
+        DataError: a missing, unreadable or empty file, naming it.
     """
     files = expand_corpus_files(files)
     splitter = BertTokenizer([PAD, UNK, CLS, SEP, MASK], lowercase=lowercase)
@@ -94,7 +95,7 @@ def count_words(
         if batch:
             counts.update(_words(splitter, batch))
         if not has_text:
-            raise CorpusError(f"{path}: the file is empty (no text lines)")
+            raise DataError(f"{path}: the file is empty (no text lines)")
     bar.done()
     return counts
 
@@ -128,24 +129,27 @@ def learn_vocab(
         The tokens, index = id (write them with `tfbert.text.write_vocab`).
 
     Raises:
-        CorpusError: a missing, unreadable or empty file, naming it.
+        DataError: a missing, unreadable or empty file, naming it.
         ValueError: a `vocab_size` too small for the special tokens.
 
     Example:
 
-    >>> vocab = learn_vocab(["wiki/*.txt"], vocab_size=30522, reserved_unused=99)  # doctest: +SKIP
-    >>> vocab.index("[CLS]")  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "corpus.txt")
+    >>> _ = open(path, "w").write("The cat sat on the mat.\\n" * 50)
+    >>> vocab = learn_vocab([path], vocab_size=150, reserved_unused=99, progress=False)
+    >>> vocab.index("[CLS]")  # Google BERT's id
     101
     """
     reserved = special_tokens(reserved_unused)
     if vocab_size <= len(reserved):
-        raise ValueError(
+        raise ConfigError(
             f"vocab_size {vocab_size} leaves no room for learned tokens after "
             f"{len(reserved)} special tokens"
         )
     counts = count_words(files, lowercase=lowercase, progress=progress)
     if not counts:
-        raise CorpusError(f"{', '.join(files)}: no words to learn a vocabulary from")
+        raise DataError(f"{', '.join(files)}: no words to learn a vocabulary from")
     # lower_thresh=1 (tf_text defaults to 10) lets the threshold search go
     # down to words seen once, so a small corpus still fills the vocabulary.
     vocab = learner.learn(counts, vocab_size, reserved, lower_thresh=1)

@@ -1,8 +1,10 @@
-"""Reading a pretraining corpus in the original BERT format (DESIGN §4.5).
+"""Reading a corpus of plain text files, for pretraining and vocabulary learning.
 
-Plain UTF-8 text, one sentence per line, a blank line between documents.
-Several files and glob patterns may be given; a document never spans two
-files. Reading streams line by line, so a corpus larger than memory is fine.
+The pretraining format is the original BERT one: plain UTF-8 text, one
+sentence per line, a blank line between documents. Several files and glob
+patterns may be given; a document never spans two files. Reading streams
+line by line, so a corpus larger than memory is fine. Errors are
+`tfbert.errors.DataError`s naming the file (and line).
 
 Example:
 
@@ -21,9 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import keras
 
-
-class CorpusError(ValueError):
-    """A corpus file is missing, unreadable, or has no text."""
+from tfbert.errors import DataError
 
 
 def expand_corpus_files(patterns: str | Sequence[str]) -> list[str]:
@@ -36,7 +36,7 @@ def expand_corpus_files(patterns: str | Sequence[str]) -> list[str]:
         patterns: a path, a glob (`data/*.txt`), or a list of them.
 
     Raises:
-        CorpusError: a pattern that matches nothing, or a path that is a
+        DataError: a pattern that matches nothing, or a path that is a
             directory, naming it.
 
     Example:
@@ -44,7 +44,7 @@ def expand_corpus_files(patterns: str | Sequence[str]) -> list[str]:
     >>> expand_corpus_files(["/no/such/file.txt"])
     Traceback (most recent call last):
     ...
-    tfbert.data.corpus.CorpusError: /no/such/file.txt: no such corpus file
+    tfbert.errors.DataError: /no/such/file.txt: no such corpus file
     """
     if isinstance(patterns, str | os.PathLike):
         patterns = [patterns]
@@ -53,16 +53,16 @@ def expand_corpus_files(patterns: str | Sequence[str]) -> list[str]:
         if glob.has_magic(pattern):
             matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
             if not matches:
-                raise CorpusError(f"{pattern}: the pattern matches no corpus file")
+                raise DataError(f"{pattern}: the pattern matches no corpus file")
         elif os.path.isdir(pattern):
-            raise CorpusError(f"{pattern}: is a directory, not a corpus file")
+            raise DataError(f"{pattern}: is a directory, not a corpus file")
         elif not os.path.exists(pattern):
-            raise CorpusError(f"{pattern}: no such corpus file")
+            raise DataError(f"{pattern}: no such corpus file")
         else:
             matches = [pattern]
         files.extend(p for p in matches if p not in files)
     if not files:
-        raise CorpusError("no corpus files given")
+        raise DataError("no corpus files given")
     return files
 
 
@@ -97,7 +97,7 @@ def read_documents(files: Iterable[str], progress: LineProgress | None = None
         progress: optional progress bar, advanced once per line read.
 
     Raises:
-        CorpusError: a file that cannot be opened or decoded (naming the file
+        DataError: a file that cannot be opened or decoded (naming the file
             and line), or one with no text at all.
     """
     for path in files:
@@ -115,7 +115,7 @@ def count_lines(files: Iterable[str]) -> int:
                     total += chunk.count(b"\n")
                     ends_with_newline = chunk.endswith(b"\n")
         except OSError as e:
-            raise CorpusError(f"{path}: cannot read corpus file: {e.strerror or e}") from None
+            raise DataError(f"{path}: cannot read corpus file: {e.strerror or e}") from None
         total += 0 if ends_with_newline else 1
     return total
 
@@ -127,7 +127,7 @@ def read_lines(path: str) -> Iterator[tuple[int, str]]:
     with its exact line.
 
     Raises:
-        CorpusError: the file cannot be opened or a line is not UTF-8.
+        DataError: the file cannot be opened or a line is not UTF-8.
     """
     try:
         with open(path, "rb") as f:
@@ -135,11 +135,11 @@ def read_lines(path: str) -> Iterator[tuple[int, str]]:
                 try:
                     yield line_number, raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise CorpusError(
+                    raise DataError(
                         f"{path}: line {line_number}: not valid UTF-8 ({e.reason} at "
                         f"column {e.start + 1})") from None
     except OSError as e:
-        raise CorpusError(f"{path}: cannot read corpus file: {e.strerror or e}") from None
+        raise DataError(f"{path}: cannot read corpus file: {e.strerror or e}") from None
 
 
 def _file_documents(path: str, progress: LineProgress | None) -> Iterator[list[str]]:
@@ -158,4 +158,4 @@ def _file_documents(path: str, progress: LineProgress | None) -> Iterator[list[s
     if document:
         yield document
     if not found_text:
-        raise CorpusError(f"{path}: the corpus file is empty (no text lines)")
+        raise DataError(f"{path}: the corpus file is empty (no text lines)")
