@@ -1,9 +1,8 @@
 """Model directories: tfbert, Hugging Face (safetensors) and Google BERT (TF1)."""
 
 from tfbert.checkpoints.model_dir import (
-    CheckpointError,
-    TaskInfo,
     assign_weights,
+    build_task_model,
     detect_kind,
     load_encoder,
     load_model,
@@ -11,6 +10,8 @@ from tfbert.checkpoints.model_dir import (
     read_task_info,
     save_model,
 )
+from tfbert.errors import CheckpointError
+from tfbert.tasks import TaskInfo
 
-__all__ = ["CheckpointError", "TaskInfo", "assign_weights", "detect_kind", "load_encoder",
-           "load_model", "read_bert_config", "read_task_info", "save_model"]
+__all__ = ["CheckpointError", "TaskInfo", "assign_weights", "build_task_model", "detect_kind",
+           "load_encoder", "load_model", "read_bert_config", "read_task_info", "save_model"]

@@ -1,4 +1,6 @@
-"""Reading and writing model directories of the three kinds (DESIGN §4.2).
+"""Reading and writing model directories of the three kinds.
+
+Every command that takes a model directory (`--init`, `--model`) accepts:
 
 - tfbert: `config.json` (`{"bert": BertConfig, "task": ..., "labels": ...,
   "max_seq_length": ..., "lowercase": ...}`), `vocab.txt`, `model.weights.h5`.
@@ -19,36 +21,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfbert import tasks
 from tfbert.checkpoints import names
 from tfbert.config import BertConfig
-from tfbert.models import (
-    build_classifier,
-    build_encoder,
-    build_pretrainer,
-    build_span_qa,
-    build_tagger,
-    encoder_config,
-    get_encoder,
-)
+from tfbert.errors import CheckpointError, ConfigError
+from tfbert.files import write_json_atomically
+from tfbert.models import build_encoder, encoder_config, get_encoder
+from tfbert.tasks import TaskInfo
+from tfbert.text import write_vocab
 
 WEIGHTS_FILE = "model.weights.h5"
-TASKS = ("encoder", "classify", "pretrain", "tag", "qa")
-
-
-class CheckpointError(ValueError):
-    """A model directory is missing files or its weights do not fit."""
-
-
-@dataclasses.dataclass
-class TaskInfo:
-    """What a tfbert model directory holds besides weights and vocab."""
-
-    task: str = "encoder"
-    labels: list[str] | None = None  # class names (classify) or tag names (tag)
-    max_seq_length: int = 128
-    lowercase: bool = True
-    pooling: str = "cls"
-    pair_input: bool = False
 
 
 def detect_kind(path: str | os.PathLike) -> str:
@@ -79,8 +61,10 @@ def read_task_info(path: str | os.PathLike) -> TaskInfo:
         data = json.load(f)
     fields = {f.name for f in dataclasses.fields(TaskInfo)}
     info = TaskInfo(**{k: v for k, v in data.items() if k in fields})
-    if info.task not in TASKS:
-        raise CheckpointError(f"{path}/config.json: unknown task {info.task!r}")
+    try:
+        tasks.get(info.task)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}/config.json: {e}") from None
     return info
 
 
@@ -92,21 +76,11 @@ def read_bert_config(path: str | os.PathLike) -> BertConfig:
 
 
 def build_task_model(config: BertConfig, info: TaskInfo) -> keras.Model:
-    """A freshly initialised model for `info.task`."""
-    encoder = build_encoder(config)
-    if info.task == "classify":
-        if not info.labels:
-            raise CheckpointError("a classifier needs its labels")
-        return build_classifier(encoder, len(info.labels), pooling=info.pooling)
-    if info.task == "pretrain":
-        return build_pretrainer(encoder)
-    if info.task == "tag":
-        if not info.labels:
-            raise CheckpointError("a tagger needs its tag names")
-        return build_tagger(encoder, len(info.labels))
-    if info.task == "qa":
-        return build_span_qa(encoder)
-    return encoder
+    """A freshly initialised model for `info.task` (looked up in `tfbert.tasks`)."""
+    spec = tasks.get(info.task)
+    if spec.needs_labels and not info.labels:
+        raise CheckpointError(f"a {info.task!r} model needs its labels in config.json")
+    return spec.build_model(build_encoder(config), info)
 
 
 def load_model(path: str | os.PathLike, config_overrides: dict[str, Any] | None = None
@@ -139,13 +113,13 @@ def load_encoder(path: str | os.PathLike, **config_overrides: Any) -> keras.Mode
     """The BERT encoder of any model directory (tfbert, Hugging Face, Google).
 
     Args:
-        path: a model directory (DESIGN §4.2).
+        path: a tfbert, Hugging Face or Google BERT model directory.
         **config_overrides: BertConfig fields to change, e.g. `xla_attention=False`
             or dropout rates for fine-tuning.
 
     Example:
 
-    >>> encoder = load_encoder("path/to/bert-base-uncased")  # doctest: +SKIP
+        encoder = load_encoder("path/to/bert-base-uncased")
     """
     model, _ = load_model(path, config_overrides)
     return get_encoder(model)
@@ -159,14 +133,12 @@ def save_model(model: keras.Model, directory: str | os.PathLike, info: TaskInfo,
     config = encoder_config(model)
     data = {"bert": config.to_dict(), **dataclasses.asdict(info)}
     with tempfile.TemporaryDirectory(dir=directory, prefix=".tmp-") as tmp:
+        # Keras names the file itself: written beside, then renamed into place.
         model.save_weights(os.path.join(tmp, WEIGHTS_FILE))
-        with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(token + "\n" for token in vocab))
-        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-        # config.json last: a reader that sees it finds the other files too.
-        for name in (WEIGHTS_FILE, "vocab.txt", "config.json"):
-            os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+        os.replace(os.path.join(tmp, WEIGHTS_FILE), os.path.join(directory, WEIGHTS_FILE))
+    write_vocab(vocab, os.path.join(directory, "vocab.txt"))
+    # config.json last: a reader that sees it finds the other files too.
+    write_json_atomically(os.path.join(directory, "config.json"), data)
     return directory
 
 

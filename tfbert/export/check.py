@@ -13,6 +13,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
+
+from tfbert.saved_model import CLASSIFY_METHOD, REGRESS_METHOD
 
 # Ops that would need Python at serving time.
 PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
@@ -30,7 +33,8 @@ TF_SERVING_TEXT_OPS = {
     "UnicodeScriptTokenizeWithOffsets", "SplitMergeTokenizeWithOffsets",
 }
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
+# Signatures named like TF Serving's RPCs must carry the RPC's method.
+_RPC_SIGNATURES = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf_serving_probe.py")
 
 
@@ -68,14 +72,16 @@ class CheckReport:
 
 
 def check_saved_model(path: str | os.PathLike, timeout: float = 600,
-                      expect_classify: bool | None = None) -> CheckReport:
+                      expected_methods: Mapping[str, str] | None = None) -> CheckReport:
     """Check a SavedModel directory against what TF Serving can load and run.
 
     Args:
         path: the version directory (`.../<name>/<version>`).
         timeout: seconds for the loader subprocess.
-        expect_classify: require (True) a `classify` signature with the
-            Classify method; None requires it only if the signature exists.
+        expected_methods: signatures that must exist with these TF Serving
+            method names (e.g. `{"classify": "tensorflow/serving/classify"}`).
+            A signature named `classify` or `regress` must carry that RPC's
+            method whether expected or not.
     """
     path = os.fspath(path)
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
@@ -105,9 +111,11 @@ def check_saved_model(path: str | os.PathLike, timeout: float = 600,
     signatures = data["signatures"]
     if "serving_default" not in signatures:
         problems.append("no serving_default signature")
-    if "classify" in signatures or expect_classify:
-        method = signatures.get("classify", {}).get("method_name")
-        if method != CLASSIFY_METHOD:
-            problems.append(f"signature classify has method {method!r}, "
-                            f"TF Serving's Classify needs {CLASSIFY_METHOD!r}")
+    wanted = {name: method for name, method in _RPC_SIGNATURES.items() if name in signatures}
+    wanted.update(expected_methods or {})
+    for name, method in sorted(wanted.items()):
+        found = signatures.get(name, {}).get("method_name")
+        if found != method:
+            problems.append(f"signature {name} has method {found!r}, TF Serving needs "
+                            f"{method!r}")
     return CheckReport(path, problems, signatures, data["text_ops"], data["xla_functions"] > 0)

@@ -14,15 +14,13 @@ import tempfile
 
 import keras
 
-from tfbert.checkpoints import TaskInfo, load_model
-from tfbert.export import endpoints
-from tfbert.export.check import CLASSIFY_METHOD, CheckReport, check_saved_model
-from tfbert.serving.signatures import set_method_name
-from tfbert.text import BertTokenizer, load_tokenizer
-
-
-class ExportError(RuntimeError):
-    """The export was refused; nothing was left under the base path."""
+from tfbert import tasks
+from tfbert.checkpoints import load_model
+from tfbert.errors import ExportError
+from tfbert.export.check import CheckReport, check_saved_model
+from tfbert.saved_model import set_method_name
+from tfbert.tasks import TaskInfo
+from tfbert.text import BertTokenizer, load_tokenizer, write_vocab
 
 
 def next_version(model_base: str) -> int:
@@ -36,17 +34,7 @@ def next_version(model_base: str) -> int:
 def build_archive(model: keras.Model, info: TaskInfo,
                   tokenizer: BertTokenizer) -> keras.export.ExportArchive:
     """An `ExportArchive` with the task's signatures and the tokenizer tracked."""
-    if info.task == "classify":
-        funcs = endpoints.classifier_endpoints(model, tokenizer, list(info.labels),
-                                               info.pair_input)
-    elif info.task == "pretrain":
-        funcs = endpoints.pretrainer_endpoints(model, tokenizer)
-    elif info.task == "tag":
-        funcs = endpoints.tagger_endpoints(model, tokenizer, list(info.labels))
-    elif info.task == "qa":
-        funcs = endpoints.span_qa_endpoints(model, tokenizer)
-    else:
-        funcs = endpoints.encoder_endpoints(model, tokenizer)
+    funcs = tasks.get(info.task).endpoints(model, tokenizer, info)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(tokenizer)
@@ -59,12 +47,10 @@ def _write_assets(directory: str, tokenizer: BertTokenizer, info: TaskInfo) -> N
     # The graph holds its own copy of the vocabulary and labels; these files
     # make the directory self-describing for people and other tools.
     assets = os.path.join(directory, "assets")
-    os.makedirs(assets, exist_ok=True)
-    with open(os.path.join(assets, "vocab.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(token + "\n" for token in tokenizer.vocab))
+    write_vocab(tokenizer.vocab, os.path.join(assets, "vocab.txt"))
     if info.labels:
-        with open(os.path.join(assets, "labels.txt"), "w", encoding="utf-8") as f:
-            f.write("".join(label + "\n" for label in info.labels))
+        # One label per line, as vocab.txt has one token per line.
+        write_vocab(info.labels, os.path.join(assets, "labels.txt"))
 
 
 def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLike = "savedmodels",
@@ -73,10 +59,9 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
     """Export a model directory as `<base>/<name>/<version>/`.
 
     Args:
-        model_dir: tfbert, Hugging Face or Google BERT directory (DESIGN §4.2).
-            tfbert directories export their task (classifier, tagger, span QA,
-            pretrainer);
-            the others export the encoder.
+        model_dir: tfbert, Hugging Face or Google BERT directory. tfbert
+            directories export their task's signatures (`tfbert.tasks`); the
+            others export the encoder.
         name: model name (the TF Serving `model_name`).
         base: the TF Serving `model_base_path` root.
         version: version number; default the next free one.
@@ -93,6 +78,7 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
     if not name or os.sep in name or name.startswith("."):
         raise ExportError(f"invalid model name {name!r}")
     model, info = load_model(model_dir, {"xla_attention": xla})
+    spec = tasks.get(info.task)
     tokenizer = load_tokenizer(model_dir, max_seq_length=max_seq_length or info.max_seq_length)
     model_base = os.path.join(os.fspath(base), name)
     version = next_version(model_base) if version is None else int(version)
@@ -105,12 +91,12 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
     try:
         archive = build_archive(model, info, tokenizer)
         archive.write_out(tmp, verbose=verbose)
-        if info.task == "classify":
-            set_method_name(tmp, "classify", CLASSIFY_METHOD)
+        for signature, method in spec.signature_methods.items():
+            set_method_name(tmp, signature, method)
         _write_assets(tmp, tokenizer, info)
         report = None
         if check:
-            report = check_saved_model(tmp, expect_classify=info.task == "classify")
+            report = check_saved_model(tmp, expected_methods=spec.signature_methods)
             report.path = final
             if not report.ok:
                 raise ExportError("TF Serving could not use this export:\n" + report.summary())

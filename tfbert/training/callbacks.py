@@ -8,6 +8,8 @@ import os
 
 import keras
 
+from tfbert.files import write_json_atomically
+
 
 class HistoryFile(keras.callbacks.Callback):
     """Write per-epoch metrics to a JSON file after every epoch.
@@ -37,8 +39,4 @@ class HistoryFile(keras.callbacks.Callback):
             value = float(value)
             record[key] = value if math.isfinite(value) else None
         records.append(record)
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(records, f, indent=2)
-        os.replace(tmp, self.path)
+        write_json_atomically(self.path, records)

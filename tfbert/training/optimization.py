@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfbert.errors import ConfigError
+
 # BERT does not decay LayerNorm parameters (gamma/beta) or biases.
 NO_DECAY = ["gamma", "beta", "bias"]
 
@@ -26,7 +28,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0):
         if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"need 0 <= warmup_steps ({warmup_steps}) <= total_steps "
+            raise ConfigError(f"need 0 <= warmup_steps ({warmup_steps}) <= total_steps "
                              f"({total_steps}) and total_steps >= 1")
         self.peak = float(peak)
         self.total_steps = int(total_steps)
@@ -67,6 +69,6 @@ def create_optimizer(name: str, learning_rate: float, total_steps: int,
     elif name == "lamb":
         optimizer = keras.optimizers.Lamb(**common)
     else:
-        raise ValueError(f"unknown optimizer {name!r}; choose adamw or lamb")
+        raise ConfigError(f"unknown optimizer {name!r}; choose adamw or lamb")
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer

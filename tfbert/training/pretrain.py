@@ -22,9 +22,9 @@ policy is restored when the run ends.
 
 Example:
 
->>> model = run_pretraining(["corpus/*.txt"], "vocab.txt", "mini", "out/pretrained",
-...                         steps=10_000, batch_size=64)  # doctest: +SKIP
->>> encoder = tfbert.load_encoder("out/pretrained")  # doctest: +SKIP
+    model = run_pretraining(["corpus/*.txt"], "vocab.txt", "mini", "out/pretrained",
+                            steps=10_000, batch_size=64)
+    encoder = tfbert.load_encoder("out/pretrained")
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from tfbert.checkpoints.model_dir import TaskInfo, save_model
+from tfbert.checkpoints import save_model
 from tfbert.config import PRESETS, BertConfig, ConfigError
 from tfbert.data.pretraining import (
     PairOptions,
@@ -46,7 +46,8 @@ from tfbert.data.pretraining import (
     pretraining_dataset,
 )
 from tfbert.models import build_encoder, build_pretrainer, compile_pretrainer
-from tfbert.text.vocab import load_tokenizer
+from tfbert.tasks import TaskInfo
+from tfbert.text import load_tokenizer
 from tfbert.training.callbacks import HistoryFile
 from tfbert.training.optimization import create_optimizer
 from tfbert.training.resume import TrainingCheckpoint, fit_resumable
@@ -111,13 +112,14 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
         the trained pretrainer (`mlm` and `nsp` outputs).
 
     Raises:
-        ValueError: bad arguments or input (`CorpusError`, `ConfigError` and
-            `ResumeError` are ValueErrors), naming the file or field.
+        TfbertError: bad arguments (`ConfigError`), corpus (`DataError`) or
+            checkpoint (`ResumeError`, a `CheckpointError`), naming the file
+            or field; all are also ValueErrors.
     """
     if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps ({steps}) and batch_size ({batch_size}) must be >= 1")
+        raise ConfigError(f"steps ({steps}) and batch_size ({batch_size}) must be >= 1")
     if optimizer not in ("adamw", "lamb"):
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw or lamb")
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose adamw or lamb")
     warmup_steps = warmup_to_steps(warmup, steps)
     tokenizer = load_tokenizer(vocab, lowercase=lowercase)
     bert_config = resolve_config(config, tokenizer.vocab_size)
@@ -126,16 +128,16 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
                           f"({bert_config.max_position_embeddings})")
     options = pair_options or PairOptions(seq_len=seq_len, seed=seed)
     if (options.seq_len, options.seed) != (seq_len, seed):
-        raise ValueError("pair_options.seq_len/seed must match seq_len/seed")
+        raise ConfigError("pair_options.seq_len/seed must match seq_len/seed")
     dist = resolve_strategy(strategy)
     if batch_size % dist.num_replicas_in_sync:
-        raise ValueError(f"batch_size {batch_size} is not divisible by the "
+        raise ConfigError(f"batch_size {batch_size} is not divisible by the "
                          f"{dist.num_replicas_in_sync} replicas of the strategy")
 
     source = load_pairs(corpus, tokenizer, options, progress=verbose != 0)
     per_pass = batches_per_pass(source, batch_size)
     if per_pass < 1:
-        raise ValueError(f"the corpus gives {source.num_pairs} sentence pairs, fewer than "
+        raise ConfigError(f"the corpus gives {source.num_pairs} sentence pairs, fewer than "
                          f"one batch of {batch_size}; use more text or a smaller batch")
     if steps_per_epoch is None:
         steps_per_epoch = min(steps, max(per_pass, math.ceil(steps / _MAX_DEFAULT_EPOCHS)))
@@ -194,10 +196,10 @@ def warmup_to_steps(warmup: float | int, steps: int) -> int:
     (100, 50)
     """
     if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
+        raise ConfigError(f"warmup must be >= 0, got {warmup}")
     value = int(round(warmup * steps)) if warmup < 1 else int(warmup)
     if value > steps:
-        raise ValueError(f"warmup ({value} steps) is longer than the run ({steps} steps)")
+        raise ConfigError(f"warmup ({value} steps) is longer than the run ({steps} steps)")
     return value
 
 
@@ -245,13 +247,13 @@ def resolve_strategy(strategy: str | tf.distribute.Strategy | None) -> tf.distri
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
+    raise ConfigError(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
 
 
 @contextlib.contextmanager
 def _dtype_policy(mixed_precision: str | None):
     if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
-        raise ValueError(f"unknown mixed precision {mixed_precision!r}; choose "
+        raise ConfigError(f"unknown mixed precision {mixed_precision!r}; choose "
                          f"{', '.join(MIXED_PRECISION)}")
     previous = keras.config.dtype_policy()
     if mixed_precision is not None:

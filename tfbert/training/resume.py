@@ -35,11 +35,11 @@ the last checkpoint.
 
 Example:
 
->>> ckpt = TrainingCheckpoint("out/checkpoints", every_n_steps=500,
-...                           run_info={"seed": 0, "batch_size": 32})  # doctest: +SKIP
->>> start = ckpt.restore(model) if resume else ckpt.clear()  # doctest: +SKIP
->>> fit_resumable(model, lambda step: make_dataset(start_batch=step), total_steps=10_000,
-...               steps_per_epoch=1000, checkpoint=ckpt, start_step=start)  # doctest: +SKIP
+    ckpt = TrainingCheckpoint("out/checkpoints", every_n_steps=500,
+                              run_info={"seed": 0, "batch_size": 32})
+    start = ckpt.restore(model) if resume else ckpt.clear()
+    fit_resumable(model, lambda step: make_dataset(start_batch=step), total_steps=10_000,
+                  steps_per_epoch=1000, checkpoint=ckpt, start_step=start)
 """
 
 from __future__ import annotations
@@ -52,10 +52,13 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from tfbert.errors import CheckpointError, ConfigError
+from tfbert.files import write_json_atomically
+
 RUN_INFO_FILE = "run.json"
 
 
-class ResumeError(ValueError):
+class ResumeError(CheckpointError):
     """A checkpoint directory cannot be resumed with the current settings."""
 
 
@@ -75,15 +78,15 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
     Example:
 
-    >>> ckpt = TrainingCheckpoint("/tmp/run/checkpoints", every_n_steps=100)  # doctest: +SKIP
-    >>> model.fit(ds, steps_per_epoch=1000, callbacks=[ckpt])  # doctest: +SKIP
+        ckpt = TrainingCheckpoint("/tmp/run/checkpoints", every_n_steps=100)
+        model.fit(ds, steps_per_epoch=1000, callbacks=[ckpt])
     """
 
     def __init__(self, directory: str | os.PathLike, every_n_steps: int, max_to_keep: int = 2,
                  run_info: dict | None = None, is_chief: bool = True):
         super().__init__()
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise ConfigError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.directory = os.fspath(directory)
         self.every_n_steps = int(every_n_steps)
         self.max_to_keep = int(max_to_keep)
@@ -205,11 +208,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         path = self._run_info_path()
         if os.path.exists(path):
             return
-        os.makedirs(self.directory, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({k: _jsonable(v) for k, v in self.run_info.items()}, f, indent=2)
-        os.replace(tmp, path)
+        write_json_atomically(path, {k: _jsonable(v) for k, v in self.run_info.items()})
 
 
 def fit_resumable(model: keras.Model, make_dataset: Callable[[int], tf.data.Dataset],
@@ -239,9 +238,8 @@ def fit_resumable(model: keras.Model, make_dataset: Callable[[int], tf.data.Data
 
     Example:
 
-    >>> fit_resumable(model, lambda k: ds.skip(k), total_steps=100,
-    ...               steps_per_epoch=10)  # doctest: +SKIP
-    100
+        fit_resumable(model, lambda k: ds.skip(k), total_steps=100,
+                      steps_per_epoch=10)  # 100
     """
     if total_steps < 1 or steps_per_epoch < 1:
         raise ValueError("total_steps and steps_per_epoch must be >= 1")

@@ -1,4 +1,6 @@
-"""SignatureDef helpers shared by the server and the exporter.
+"""SavedModel protos: reading signatures, rewriting a signature's method name.
+
+Shared by the exporter and the server (which must not depend on each other).
 
 TF2's ``tf.saved_model.save`` writes every signature with method name
 ``tensorflow/serving/predict``. TF Serving's Classify (and Regress) RPCs only
@@ -12,6 +14,8 @@ import logging
 import os
 
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from tfbert.files import write_atomically
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -76,7 +80,7 @@ def set_method_name(
         KeyError: the signature does not exist.
 
     Example:
-        >>> set_method_name("savedmodels/clf/1", "classify", CLASSIFY_METHOD)  # doctest: +SKIP
+        set_method_name("savedmodels/clf/1", "classify", CLASSIFY_METHOD)
     """
     path = os.path.join(saved_model_dir, "saved_model.pb")
     proto = saved_model_pb2.SavedModel()
@@ -89,11 +93,8 @@ def set_method_name(
             f"(have {sorted(meta_graph.signature_def)})"
         )
     meta_graph.signature_def[signature].method_name = method
-    # Write a sibling and rename: a reader never sees a truncated saved_model.pb.
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(proto.SerializeToString(deterministic=True))
-    os.replace(tmp, path)
+    # A reader never sees a truncated saved_model.pb.
+    write_atomically(path, proto.SerializeToString(deterministic=True))
     _refresh_fingerprint(saved_model_dir)
 
 
@@ -112,9 +113,7 @@ def _refresh_fingerprint(saved_model_dir: str) -> None:
             fingerprinting as fingerprinting_pywrap,
         )
 
-        serialized = fingerprinting_pywrap.CreateFingerprintDef(saved_model_dir)
-        with open(fingerprint + ".tmp", "wb") as f:
-            f.write(serialized)
-        os.replace(fingerprint + ".tmp", fingerprint)
+        write_atomically(fingerprint,
+                         fingerprinting_pywrap.CreateFingerprintDef(saved_model_dir))
     except Exception as exc:  # noqa: BLE001 - best effort, see docstring
         _log.debug("could not refresh %s: %s", fingerprint, exc)

@@ -1,4 +1,4 @@
-"""Metrics of tagging (entity-level F1) and extractive QA (SQuAD exact match / F1)."""
+"""Task metrics computed in Python: classification, tagging (entity-level F1), SQuAD."""
 
 from __future__ import annotations
 
@@ -6,14 +6,58 @@ import collections
 import re
 import string
 
+import numpy as np
+
 from tfbert.data.tagging import bio_entities
 
 
-def _prf(hits: int, predicted: int, gold: int) -> dict[str, float]:
+def precision_recall_f1(hits: int, predicted: int, gold: int) -> dict[str, float]:
+    """Precision, recall and F1 from counts (0.0 where a ratio is undefined).
+
+    Example:
+
+    >>> precision_recall_f1(hits=2, predicted=4, gold=2)
+    {'precision': 0.5, 'recall': 1.0, 'f1': 0.6666666666666666}
+    """
     precision = hits / predicted if predicted else 0.0
     recall = hits / gold if gold else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def classification_metrics(truth: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict:
+    """Loss, accuracy, macro F1 and per-label precision/recall/F1/support.
+
+    Args:
+        truth: int `[N]` label ids.
+        logits: float `[N, C]`.
+        labels: the C label names.
+
+    Example:
+
+    >>> m = classification_metrics(np.array([0, 1]), np.array([[2.0, 0.0], [3.0, 0.0]]),
+    ...                            ["neg", "pos"])
+    >>> m["accuracy"], m["labels"]["neg"]["precision"], m["labels"]["pos"]["f1"]
+    (0.5, 0.5, 0.0)
+    """
+    truth = np.asarray(truth)
+    logits = np.asarray(logits, np.float64)
+    predicted = logits.argmax(-1)
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    per_label = {}
+    for i, name in enumerate(labels):
+        hits = int(np.sum((predicted == i) & (truth == i)))
+        per_label[name] = {**precision_recall_f1(hits, int(np.sum(predicted == i)),
+                                                 int(np.sum(truth == i))),
+                           "support": int(np.sum(truth == i))}
+    return {
+        "examples": int(len(truth)),
+        "loss": float(-log_probs[np.arange(len(truth)), truth].mean()),
+        "accuracy": float(np.mean(predicted == truth)),
+        "macro_f1": float(np.mean([m["f1"] for m in per_label.values()])),
+        "labels": per_label,
+    }
 
 
 def tagging_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
@@ -40,8 +84,9 @@ def tagging_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
             counts[entity[0]][1] += 1
             counts[entity[0]][0] += entity in gold_entities
     totals = [sum(c[i] for c in counts.values()) for i in range(3)]
-    per_type = {kind: {**_prf(*c), "support": c[2]} for kind, c in sorted(counts.items())}
-    return {"accuracy": right / tokens if tokens else 0.0, **_prf(*totals),
+    per_type = {kind: {**precision_recall_f1(*c), "support": c[2]}
+                for kind, c in sorted(counts.items())}
+    return {"accuracy": right / tokens if tokens else 0.0, **precision_recall_f1(*totals),
             "entities": per_type}
 
 
