@@ -1,4 +1,4 @@
-"""Speed comparisons of tfbert against its peers (DESIGN §7).
+"""Speed comparisons of tfbert against keras-hub, Hugging Face (PyTorch) and ONNX Runtime.
 
 Each module runs tfbert and its peers in the same process and prints a table
 with ratios and MFU; ``python -m benchmarks.run_all`` runs them all and

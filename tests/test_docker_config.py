@@ -3,7 +3,8 @@
 No Docker engine runs on the development machines, so these tests check the
 files the way TF Serving will read them: models.config with TF Serving's own
 ``ModelServerConfig`` proto, the batching and monitoring files against TF
-Serving's field lists, and the command lines for the flags DESIGN §5 requires.
+Serving's field lists, and the command lines for the flags the exports need
+(XLA JIT is off in TF Serving unless ``--xla_*_compilation_enabled=true``).
 """
 
 from __future__ import annotations

@@ -253,7 +253,7 @@ def test_check_rejects_python_ops(tmp_path):
 
 
 def _cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tfbert.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tfbert", *args], capture_output=True,
                           text=True, timeout=240, cwd=cwd)
 
 

@@ -49,7 +49,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(minilm_dir, tmp_path):
     reference = run_finetune(str(train), init, str(tmp_path / "whole"), verbose=0, **args)
 
     out = tmp_path / "crashed"
-    command = [sys.executable, "-m", "tfbert.cli", "finetune", "--train", str(train),
+    command = [sys.executable, "-m", "tfbert", "finetune", "--train", str(train),
                "--init", init, "--output", str(out), "--epochs", "4", "--batch-size", "4",
                "--learning-rate", "1e-3", "--max-seq-length", "16", "--seed", "3",
                "--checkpoint-every", "5"]

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def test_tiny_pretraining_learns_mlm_and_nsp_and_saves_a_loadable_model(setup, u
 def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(setup, uninterrupted, capsys):
     out = str(setup["root"] / "killed")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfbert.training.pretrain_cli", "pretrain", "--corpus",
+        [sys.executable, "-m", "tfbert", "pretrain", "--corpus",
          setup["corpus"], "--vocab", setup["vocab"], "--config", setup["config"], "--output",
          out, *CLI_RUN, "--quiet"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -172,20 +173,24 @@ def test_mirrored_strategy_on_two_logical_cpus(setup):
     tfbert.load_encoder(out)
 
 
-def test_bad_input_is_one_line_with_non_zero_exit(setup, tmp_path):
-    from tfbert.training.pretrain_cli import main
+def test_bad_input_is_one_line_with_exit_2(setup, tmp_path, capsys):
+    from tfbert.cli import main
+
+    def error_line() -> str:
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("tfbert pretrain: error: ")
+        return line
 
     base = ["pretrain", "--vocab", setup["vocab"], "--config", setup["config"], "--output",
             str(tmp_path / "out"), "--seq-len", str(SEQ_LEN), "--quiet"]
     missing = str(tmp_path / "missing.txt")
-    with pytest.raises(SystemExit) as e:
-        main(base + ["--corpus", missing])
-    assert missing in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(SystemExit, match="unknown preset|neither a preset"):
-        main(["pretrain", "--corpus", setup["corpus"], "--vocab", setup["vocab"], "--config",
-              "gigantic", "--output", str(tmp_path / "out")])
+    assert main(base + ["--corpus", missing]) == 2
+    assert missing in error_line()
+    assert main(["pretrain", "--corpus", setup["corpus"], "--vocab", setup["vocab"], "--config",
+                 "gigantic", "--output", str(tmp_path / "out")]) == 2
+    assert re.search("unknown preset|neither a preset", error_line())
     wrong = tfbert.BertConfig.from_preset("tiny", vocab_size=7)
     (tmp_path / "wrong.json").write_text(wrong.to_json(), encoding="utf-8")
-    with pytest.raises(SystemExit, match="vocab_size 7 does not match"):
-        main(["pretrain", "--corpus", setup["corpus"], "--vocab", setup["vocab"], "--config",
-              str(tmp_path / "wrong.json"), "--output", str(tmp_path / "out")])
+    assert main(["pretrain", "--corpus", setup["corpus"], "--vocab", setup["vocab"], "--config",
+                 str(tmp_path / "wrong.json"), "--output", str(tmp_path / "out")]) == 2
+    assert "vocab_size 7 does not match" in error_line()

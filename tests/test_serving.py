@@ -32,12 +32,13 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from tfbert.cli import main as tfbert_main
+from tfbert.cli.serve import add_serve_arguments
+from tfbert.saved_model import CLASSIFY_METHOD, read_signature_defs
 from tfbert.serving import Client, ConfigError, ModelServer, ServingError, set_method_name
 from tfbert.serving.batching import BatchScheduler
-from tfbert.serving.cli import add_query_arguments, add_serve_arguments, run_query, run_serve
 from tfbert.serving.configs import BatchingParameters, parse_model_server_config
 from tfbert.serving.model_store import load_servable
-from tfbert.serving.signatures import CLASSIFY_METHOD, read_signature_defs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -697,7 +698,7 @@ def test_serve_process_prints_ready_line_and_exits_0_on_sigterm(toy_export, tmp_
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     stderr = open(tmp_path / "stderr.txt", "w+")  # a file never fills up and blocks the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tfbert.serving", "--port", "0", "--model_name", "demo",
+        [sys.executable, "-m", "tfbert", "serve", "--port", "0", "--model_name", "demo",
          "--model_base_path", str(base), "--enable_batching=true",
          "--batching_parameters_file", os.path.join(REPO, "docker", "batching_parameters.txt")],
         stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO, env=env,
@@ -725,20 +726,20 @@ def _parse(add_arguments, argv):
 
 
 def test_query_prints_json(server, capsys):
-    assert run_query(_parse(add_query_arguments, ["--server", server.address, "--model", "toy",
-                                                  "good", "bad"])) == 0
+    assert tfbert_main(["query", "--server", server.address, "--model", "toy",
+                        "good", "bad"]) == 0
     outputs = json.loads(capsys.readouterr().out)
     assert len(outputs["probabilities"]) == 2 and set(outputs["labels"]) <= set(LABELS)
 
-    assert run_query(_parse(add_query_arguments, ["--server", server.address, "--model", "toy",
-                                                  "--classify", "good"])) == 0
+    assert tfbert_main(["query", "--server", server.address, "--model", "toy",
+                        "--classify", "good"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert [c["label"] for c in row["classes"]] == LABELS
 
-    assert run_query(_parse(add_query_arguments, ["--server", server.address, "--model", "nope",
-                                                  "x"])) == 1
+    # A failed RPC is a user error: one line, exit status 2.
+    assert tfbert_main(["query", "--server", server.address, "--model", "nope", "x"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "NOT_FOUND" in err
+    assert err.count("\n") == 1 and err.startswith("tfbert query: error: ") and "NOT_FOUND" in err
 
 
 def test_serve_flags_mirror_tf_serving_and_bad_setups_exit_2(tmp_path, capsys):
@@ -746,12 +747,12 @@ def test_serve_flags_mirror_tf_serving_and_bad_setups_exit_2(tmp_path, capsys):
     assert args.enable_batching is False and args.port == 9000 and args.host == "127.0.0.1"
     assert _parse(add_serve_arguments, ["--enable_batching"]).enable_batching is True
 
-    assert run_serve(_parse(add_serve_arguments, [])) == 2
-    assert run_serve(_parse(add_serve_arguments, ["--model_base_path", str(tmp_path / "no")])) == 2
+    assert tfbert_main(["serve"]) == 2
+    assert tfbert_main(["serve", "--model_base_path", str(tmp_path / "no")]) == 2
     bad = tmp_path / "batching.txt"
     bad.write_text("max_batch_size { value: 0 }")
-    argv = ["--model_base_path", str(tmp_path), "--enable_batching",
+    argv = ["serve", "--model_base_path", str(tmp_path), "--enable_batching",
             "--batching_parameters_file", str(bad)]
-    assert run_serve(_parse(add_serve_arguments, argv)) == 2
+    assert tfbert_main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.startswith("tfbert serve: error: ") for line in lines] == [True] * 3

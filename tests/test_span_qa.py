@@ -20,8 +20,8 @@ import transformers
 from conftest import make_tiny_init_dir
 from test_tokenizer import TRICKY, random_texts
 
-from tfbert.data.classification import DataError
 from tfbert.data.squad import read_squad, squad_dataset, squad_features
+from tfbert.errors import DataError
 from tfbert.export import export_model
 from tfbert.models import decode_spans
 from tfbert.text import load_tokenizer

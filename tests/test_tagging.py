@@ -21,11 +21,11 @@ import transformers
 from conftest import make_tiny_init_dir
 
 import tfbert
-from tfbert.data.classification import DataError
 from tfbert.data.tagging import read_conll, tag_ids, tag_vocabulary, tagging_dataset
+from tfbert.errors import DataError
 from tfbert.export import export_model
-from tfbert.models import IGNORE_LABEL
 from tfbert.text import load_tokenizer
+from tfbert.text.packing import IGNORE_LABEL
 
 pytestmark = pytest.mark.timeout(300)
 EPOCHS = 3
@@ -283,9 +283,9 @@ def test_served_over_grpc_by_tfbert_serve(exported, expected):
 def test_cli_reports_a_malformed_conll_line(tmp_path, minilm_dir):
     bad = tmp_path / "bad.conll"
     bad.write_text("Oslo B-LOC\nis O\nnice B-\n", encoding="utf-8")
-    run = subprocess.run([sys.executable, "-m", "tfbert.cli", "finetune", "--task", "tag",
+    run = subprocess.run([sys.executable, "-m", "tfbert", "finetune", "--task", "tag",
                           "--train", str(bad), "--init", minilm_dir, "--output",
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=240)
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         f"tfbert finetune: error: {bad}:3: tag 'B-' is not BIO (O, B-TYPE or I-TYPE)")

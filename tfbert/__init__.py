@@ -20,7 +20,12 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "BertConfig": "tfbert.config",
-    "ConfigError": "tfbert.config",
+    "TfbertError": "tfbert.errors",
+    "ConfigError": "tfbert.errors",
+    "DataError": "tfbert.errors",
+    "CheckpointError": "tfbert.errors",
+    "ExportError": "tfbert.errors",
+    "ServingError": "tfbert.errors",
     "build_encoder": "tfbert.models",
     "build_classifier": "tfbert.models",
     "build_pretrainer": "tfbert.models",
@@ -42,8 +47,8 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
-_SUBPACKAGES = {"checkpoints", "config", "data", "demo", "export", "layers", "models", "serving",
-                "text", "training"}
+_SUBPACKAGES = {"checkpoints", "cli", "config", "data", "demo", "errors", "export", "files",
+                "layers", "models", "saved_model", "serving", "tasks", "text", "training"}
 
 
 def __getattr__(name: str) -> Any:

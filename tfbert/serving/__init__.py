@@ -1,14 +1,15 @@
 """Embedded TF-Serving-compatible gRPC server and client.
 
-Public names (imported lazily, so ``import tfbert.serving.cli`` stays free of
-TensorFlow):
+Public names (imported lazily, so ``import tfbert.serving`` stays free of
+TensorFlow; ``tfbert serve`` and ``tfbert query`` live in :mod:`tfbert.cli.serve`):
 
-- :class:`Client`, :class:`ServingError` — client for TF Serving / ``tfbert serve``.
+- :class:`Client` — client for TF Serving / ``tfbert serve``; a failed RPC raises
+  :class:`ServingError` (a :class:`tfbert.errors.ServingError`).
 - :class:`ModelServer`, :func:`serve` — the embedded server.
 - :func:`set_method_name` — rewrite a signature's method name in saved_model.pb.
 - :class:`BatchingParameters`, :func:`parse_model_server_config`,
   :func:`parse_batching_parameters` — TF Serving config files.
-- :class:`ConfigError` — a bad config file or flag.
+- :class:`ConfigError` — a bad config file or flag (:class:`tfbert.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from typing import Any
 
 _EXPORTS = {
     "Client": "tfbert.serving.client",
-    "ServingError": "tfbert.serving.client",
+    "ServingError": "tfbert.serving.errors",
     "ModelServer": "tfbert.serving.server",
     "serve": "tfbert.serving.server",
-    "set_method_name": "tfbert.serving.signatures",
+    "set_method_name": "tfbert.saved_model",
     "BatchingParameters": "tfbert.serving.configs",
     "parse_model_server_config": "tfbert.serving.configs",
     "parse_batching_parameters": "tfbert.serving.configs",
-    "ConfigError": "tfbert.serving.errors",
+    "ConfigError": "tfbert.errors",
 }
 
 __all__ = sorted(_EXPORTS)

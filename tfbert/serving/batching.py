@@ -93,9 +93,9 @@ class BatchScheduler:
         params: validated :class:`BatchingParameters`.
 
     Example:
-        >>> scheduler = BatchScheduler(BatchingParameters(max_batch_size=8))
-        >>> texts = {"text": np.array([b"a"], dtype=object)}
-        >>> out = scheduler.run("key", fn, texts)  # doctest: +SKIP
+            scheduler = BatchScheduler(BatchingParameters(max_batch_size=8))
+            texts = {"text": np.array([b"a"], dtype=object)}
+            out = scheduler.run("key", fn, texts)
     """
 
     def __init__(self, params: BatchingParameters) -> None:

@@ -5,9 +5,8 @@ used, so the same code talks to the TF Serving container. One channel is
 opened per :class:`Client` and reused; it is thread-safe.
 
 Example:
-    >>> with Client("localhost:8500") as client:  # doctest: +SKIP
-    ...     client.predict("demo", ["a great movie"])["labels"]
-    array(['pos'], dtype=object)
+        with Client("localhost:8500") as client:
+            client.predict("demo", ["a great movie"])["labels"]  # array(['pos'], dtype=object)
 """
 
 from __future__ import annotations
@@ -28,18 +27,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfbert.serving.errors import ServingError
+
 _UNLIMITED = -1
-
-
-class ServingError(RuntimeError):
-    """A failed RPC: ``code`` is the ``grpc.StatusCode``, ``details`` the server's message."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, rpc: str = "") -> None:
-        self.code = code
-        self.details = details
-        self.rpc = rpc
-        where = f"{rpc}: " if rpc else ""
-        super().__init__(f"{where}{code.name}: {details}")
 
 
 def _decode(array: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 ``--model_config_file`` is parsed with TF Serving's own ``ModelServerConfig``
 proto from ``tensorflow-serving-api``. The batching, monitoring and TLS files
 have no Python proto in that package, so their messages are declared here,
-field by field, after TF Serving's sources (see DESIGN §5), and parsed with
+field by field, after TF Serving's sources (`batching_parameters.proto`,
+``monitoring_config.proto``, ``ssl_config.proto``), and parsed with
 protobuf's text-format parser: the grammar, the wrapper types
 (``max_batch_size { value: 32 }``) and the "no field named X" errors are the
 ones TF Serving's own parser applies.
@@ -28,7 +29,7 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfbert.serving.errors import ConfigError
+from tfbert.errors import ConfigError
 
 ModelConfig = model_server_config_pb2.ModelConfig
 

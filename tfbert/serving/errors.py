@@ -1,17 +1,34 @@
-"""Status errors raised inside the server and mapped onto gRPC status codes.
+"""Serving errors: :class:`StatusError` inside the server, :class:`ServingError` in the client.
 
-The server's request handling raises :class:`StatusError` with the gRPC code
-TF Serving would answer with; the gRPC layer turns it into the RPC status. A
-separate class from the client's :class:`tfbert.serving.client.ServingError`
-so that server code never depends on the client.
+Both derive from :class:`tfbert.errors.ServingError`, in the one error tree
+of :mod:`tfbert.errors`. A bad serving config file or flag raises
+:class:`tfbert.errors.ConfigError`.
+
+- :class:`StatusError`: the server's request handling raises it with the
+  gRPC code TF Serving would answer with; the gRPC layer turns it into the
+  RPC status.
+- :class:`ServingError`: the client's view of a failed RPC (the status code
+  and the server's message). A separate class, so that server code never
+  depends on the client.
+
+Example:
+
+>>> import grpc
+>>> str(not_found("model 'x' not found"))
+"NOT_FOUND: model 'x' not found"
+>>> error = ServingError(grpc.StatusCode.NOT_FOUND, "model 'x' not found", "Predict")
+>>> str(error), error.code.name, error.details, error.rpc
+("Predict: NOT_FOUND: model 'x' not found", 'NOT_FOUND', "model 'x' not found", 'Predict')
 """
 
 from __future__ import annotations
 
 import grpc
 
+import tfbert.errors
 
-class StatusError(Exception):
+
+class StatusError(tfbert.errors.ServingError):
     """A request failed with a definite gRPC status code.
 
     Args:
@@ -38,5 +55,18 @@ def not_found(message: str) -> StatusError:
     return StatusError(grpc.StatusCode.NOT_FOUND, message)
 
 
-class ConfigError(ValueError):
-    """A serving configuration file or flag is invalid (one clear line)."""
+class ServingError(tfbert.errors.ServingError):
+    """A failed RPC: ``code`` is the ``grpc.StatusCode``, ``details`` the server's message.
+
+    Args:
+        code: the RPC's status code.
+        details: the server's message.
+        rpc: the RPC's name (``Predict``, ``Classify``, ...), or "".
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str, rpc: str = "") -> None:
+        self.code = code
+        self.details = details
+        self.rpc = rpc
+        where = f"{rpc}: " if rpc else ""
+        super().__init__(f"{where}{code.name}: {details}")

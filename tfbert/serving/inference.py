@@ -27,9 +27,9 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
+from tfbert.saved_model import CLASSIFY_METHOD, DEFAULT_SIGNATURE
 from tfbert.serving.errors import StatusError, invalid_argument
 from tfbert.serving.model_store import Servable
-from tfbert.serving.signatures import CLASSIFY_METHOD, DEFAULT_SIGNATURE
 
 Run = Callable[[Servable, str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from tfbert.errors import ConfigError
+from tfbert.saved_model import SERVE_TAG, read_signature_defs
 from tfbert.serving.configs import ModelConfig
-from tfbert.serving.errors import ConfigError, invalid_argument, not_found
-from tfbert.serving.signatures import SERVE_TAG, read_signature_defs
+from tfbert.serving.errors import invalid_argument, not_found
 
 _log = logging.getLogger("tfbert.serving")
 

@@ -32,6 +32,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfbert.errors import ConfigError
 from tfbert.serving import inference
 from tfbert.serving.batching import BatchScheduler
 from tfbert.serving.configs import (
@@ -40,7 +41,7 @@ from tfbert.serving.configs import (
     model_config,
     validate_model_configs,
 )
-from tfbert.serving.errors import ConfigError, StatusError, invalid_argument
+from tfbert.serving.errors import StatusError, invalid_argument
 from tfbert.serving.model_store import ModelStore, Servable
 
 _log = logging.getLogger("tfbert.serving")
@@ -231,8 +232,8 @@ class ModelServer:
             holds one, so keep it above ``max_batch_size``.
 
     Example:
-        >>> with ModelServer(model_name="demo", model_base_path="savedmodels/demo") as server:
-        ...     print(server.port)  # doctest: +SKIP
+            with ModelServer(model_name="demo", model_base_path="savedmodels/demo") as server:
+                print(server.port)
     """
 
     def __init__(
@@ -378,9 +379,8 @@ def serve(
     """Starts a :class:`ModelServer` and returns it (call ``stop()`` when done).
 
     Example:
-        >>> server = serve("demo", "savedmodels/demo", port=0)  # doctest: +SKIP
-        >>> server.address  # doctest: +SKIP
-        '127.0.0.1:40123'
+            server = serve("demo", "savedmodels/demo", port=0)
+            server.address  # '127.0.0.1:40123'
     """
     return ModelServer(
         models,

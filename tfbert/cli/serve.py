@@ -1,10 +1,22 @@
-"""``tfbert serve`` and ``tfbert query``: argument parsers and entry points.
+"""`tfbert serve` and `tfbert query`.
 
-Importing this module is cheap (no TensorFlow): ``tfbert.cli`` can register
-the sub-commands without paying for TF until one of them runs.
+Importing this module is cheap (no TensorFlow): the server and client are
+imported when a command runs. Flags of `serve` mirror
+`tensorflow_model_server`; booleans accept both `--enable_batching` and
+`--enable_batching=true|false`, as TF Serving's do. `python -m tfbert serve
+...` runs the server alone (e.g. in a subprocess).
 
-Flags of ``serve`` mirror ``tensorflow_model_server``; booleans accept both
-``--enable_batching`` and ``--enable_batching=true|false`` as TF Serving's do.
+A bad flag or config file raises `tfbert.errors.ConfigError` and a failed
+RPC the client's `ServingError` (a `tfbert.errors.ServingError`);
+`tfbert.cli.main` prints either as one line and exits 2.
+
+Example:
+
+>>> import argparse
+>>> args = add_serve_arguments(argparse.ArgumentParser()).parse_args(
+...     ["--model_base_path", "savedmodels/clf", "--enable_batching=false"])
+>>> args.port, args.host, args.model_name, args.enable_batching
+(8500, '127.0.0.1', None, False)
 """
 
 from __future__ import annotations
@@ -17,8 +29,23 @@ import sys
 import threading
 from typing import Any
 
+from tfbert.errors import ConfigError
+
 PROG_SERVE = "tfbert serve"
-PROG_QUERY = "tfbert query"
+
+
+def register(subparsers) -> None:
+    """Add `serve` and `query` to the `tfbert` subparsers."""
+    p = subparsers.add_parser("serve", help="embedded TF-Serving-compatible gRPC server",
+                              description="Serve SavedModels over TF Serving's gRPC API "
+                              "(PredictionService, ModelService) with TF Serving's layout and "
+                              "flags.")
+    add_serve_arguments(p)
+    p.set_defaults(run=run_serve)
+    q = subparsers.add_parser("query", help="query TF Serving or `tfbert serve` over gRPC",
+                              description="Send texts to a served model and print JSON.")
+    add_query_arguments(q)
+    q.set_defaults(run=run_query)
 
 
 def _bool(text: str) -> bool:
@@ -31,7 +58,7 @@ def _bool(text: str) -> bool:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds ``tfbert serve`` flags (TF Serving's names) to ``parser``."""
+    """Adds `tfbert serve` flags (TF Serving's names) to `parser`; returns it."""
     parser.add_argument("--port", type=int, default=8500,
                         help="gRPC port (default 8500; 0 picks a free port)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -60,62 +87,50 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _fail(prog: str, message: str, code: int = 2) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    return code
-
-
 def run_serve(args: argparse.Namespace) -> int:
-    """Runs the server until SIGTERM/SIGINT; returns the process exit code.
+    """Runs the server until SIGTERM/SIGINT; returns 0.
 
-    Prints ``tfbert serve: serving NAME version V on HOST:PORT`` on stdout
+    Prints `tfbert serve: serving NAME version V on HOST:PORT` on stdout
     once every model's current version is loaded and the port is bound.
+
+    Raises:
+        ConfigError: bad flags or config files, a missing base path, a port
+            that cannot be bound.
     """
+    if args.model_config_file and (args.model_name or args.model_base_path):
+        raise ConfigError("give --model_config_file or --model_name/--model_base_path, not both")
+    if not (args.model_config_file or args.model_base_path):
+        raise ConfigError("give --model_base_path (with --model_name) or --model_config_file")
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     from tfbert.serving.configs import parse_model_server_config
-    from tfbert.serving.errors import ConfigError
     from tfbert.serving.server import ModelServer
 
+    if args.model_config_file:
+        models = parse_model_server_config(args.model_config_file)
+        server = ModelServer(models, **_options(args))
+    else:
+        server = ModelServer(
+            model_name=args.model_name or "default",  # TF Serving's default name
+            model_base_path=args.model_base_path,
+            **_options(args),
+        )
+    if args.batching_parameters_file and not args.enable_batching:
+        logging.getLogger("tfbert.serving").warning(
+            "--batching_parameters_file is ignored without --enable_batching"
+        )
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        # Installed before loading so a SIGTERM during a slow load still
+        # ends in a clean stop instead of a KeyboardInterrupt traceback.
+        previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if args.model_config_file:
-            if args.model_name or args.model_base_path:
-                raise ConfigError(
-                    "give --model_config_file or --model_name/--model_base_path, not both"
-                )
-            models = parse_model_server_config(args.model_config_file)
-            server = ModelServer(models, **_options(args))
-        elif args.model_base_path:
-            server = ModelServer(
-                model_name=args.model_name or "default",  # TF Serving's default name
-                model_base_path=args.model_base_path,
-                **_options(args),
-            )
-        else:
-            raise ConfigError("give --model_base_path (with --model_name) or --model_config_file")
-        if args.batching_parameters_file and not args.enable_batching:
-            logging.getLogger("tfbert.serving").warning(
-                "--batching_parameters_file is ignored without --enable_batching"
-            )
-        stop = threading.Event()
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            # Installed before loading so a SIGTERM during a slow load still
-            # ends in a clean stop instead of a KeyboardInterrupt traceback.
-            previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                        for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            server.start()
-        except BaseException:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            raise
-    except (ConfigError, OSError) as exc:
-        return _fail(PROG_SERVE, str(exc))
-    print(f"{PROG_SERVE}: serving {server.describe()} on {server.address}", flush=True)
-    try:
+        server.start()
+        print(f"{PROG_SERVE}: serving {server.describe()} on {server.address}", flush=True)
         while not stop.wait(0.5):  # short waits keep signal delivery prompt
             pass
         print(f"{PROG_SERVE}: shutting down", file=sys.stderr, flush=True)
@@ -145,7 +160,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_query_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds ``tfbert query`` flags to ``parser``."""
+    """Adds `tfbert query` flags to `parser`; returns it."""
     parser.add_argument("--server", default="localhost:8500",
                         help="HOST:PORT (default localhost:8500)")
     parser.add_argument("--model", required=True, help="model name")
@@ -171,35 +186,38 @@ def _jsonable(value: Any) -> Any:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    """Sends one request and prints the result as JSON; returns the exit code."""
-    from tfbert.serving.client import Client, ServingError
+    """Sends one request and prints the result as JSON; returns 0.
 
+    Raises:
+        ConfigError: no texts to send.
+        tfbert.serving.ServingError: the RPC failed (its gRPC status code
+            and the server's message).
+    """
     texts = list(args.texts)
     needs_texts = not (args.metadata or args.status)
     if needs_texts and not texts:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
         if not texts:
-            return _fail(PROG_QUERY, "no TEXT given (as arguments or stdin lines)")
-    try:
-        with Client(args.server, timeout=args.timeout) as client:
-            if args.status:
-                result: Any = client.status(args.model, args.version)
-            elif args.metadata:
-                result = client.metadata(args.model, args.version)
-            elif args.classify:
-                signature = args.signature or "classify"
-                rows = client.classify(args.model, texts, signature, args.version)
-                result = [
-                    {"text": t, "classes": [{"label": lab, "score": s} for lab, s in row]}
-                    for t, row in zip(texts, rows, strict=True)
-                ]
-            else:
-                outputs = client.predict(
-                    args.model, {args.input_name: texts},
-                    args.signature or "serving_default", args.version,
-                )
-                result = {key: _jsonable(value) for key, value in sorted(outputs.items())}
-    except ServingError as exc:
-        return _fail(PROG_QUERY, str(exc), code=1)
+            raise ConfigError("no TEXT given (as arguments or stdin lines)")
+    from tfbert.serving.client import Client
+
+    with Client(args.server, timeout=args.timeout) as client:
+        if args.status:
+            result: Any = client.status(args.model, args.version)
+        elif args.metadata:
+            result = client.metadata(args.model, args.version)
+        elif args.classify:
+            signature = args.signature or "classify"
+            rows = client.classify(args.model, texts, signature, args.version)
+            result = [
+                {"text": t, "classes": [{"label": lab, "score": s} for lab, s in row]}
+                for t, row in zip(texts, rows, strict=True)
+            ]
+        else:
+            outputs = client.predict(
+                args.model, {args.input_name: texts},
+                args.signature or "serving_default", args.version,
+            )
+            result = {key: _jsonable(value) for key, value in sorted(outputs.items())}
     print(json.dumps(result, ensure_ascii=False))
     return 0

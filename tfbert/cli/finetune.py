@@ -1,0 +1,110 @@
+"""`tfbert finetune` and `tfbert evaluate`.
+
+The `--task` choices are the registered task names (`tfbert.tasks.names()`,
+which imports no TensorFlow); a task that `tfbert finetune` does not train
+(such as `pretrain`) is refused with a hint before anything heavy runs.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> register(parser.add_subparsers(dest="command"))
+>>> args = parser.parse_args(["finetune", "--train", "t.csv", "--init", "m", "--output", "o"])
+>>> args.task, args.epochs, args.batch_size, args.jit_compile
+('classify', 3, 32, True)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import tfbert.tasks
+from tfbert.errors import ConfigError, DataError
+
+# What to run instead, for tasks `tfbert finetune` does not train.
+_TRAINED_ELSEWHERE = {"pretrain": "use `tfbert pretrain`"}
+
+
+def register(subparsers) -> None:
+    """Add `finetune` and `evaluate` to the `tfbert` subparsers."""
+    tasks = tfbert.tasks.names()
+    p = subparsers.add_parser("finetune", help="fine-tune a task model with model.fit",
+                              description="Fine-tune from any model directory. Writes a "
+                              "tfbert model directory with history.json (per-epoch metrics).")
+    p.add_argument("--task", choices=tasks, default="classify",
+                   help=f"task to fine-tune: {', '.join(tasks)} (default classify); "
+                   "--train and --validation are in the task's data format")
+    p.add_argument("--train", required=True,
+                   help="training file in the task's data format (see --task)")
+    p.add_argument("--validation", help="validation file, metrics every epoch")
+    p.add_argument("--init", required=True, help="model directory to start from")
+    p.add_argument("--output", required=True, help="output model directory")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=5e-5)
+    p.add_argument("--warmup", type=float, default=0.1, help="warmup fraction of all steps")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--pooling", choices=["cls", "mean"], default="cls")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="optimizer steps between checkpoints (default: each epoch, <= 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-xla", dest="jit_compile", action="store_false",
+                   help="do not compile the train step with XLA")
+    p.set_defaults(run=run_finetune)
+
+    e = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model as JSON",
+                              description="Print loss, accuracy, macro F1 and per-label "
+                              "metrics.")
+    e.add_argument("--model", required=True, help="fine-tuned model directory")
+    e.add_argument("--data", required=True,
+                   help="labelled file in the format the model was trained on")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.set_defaults(run=run_evaluate)
+
+
+def finetunable_task(name: str) -> tfbert.tasks.TaskSpec:
+    """The spec of task `name`.
+
+    Raises:
+        ConfigError: unknown task, or one `tfbert finetune` does not train.
+    """
+    spec = tfbert.tasks.get(name)
+    if not spec.finetunable:
+        hint = _TRAINED_ELSEWHERE.get(name) or "fine-tunable tasks: " + ", ".join(
+            n for n in tfbert.tasks.names() if tfbert.tasks.get(n).finetunable)
+        raise ConfigError(f"task {name!r} is not trained by `tfbert finetune`; {hint}")
+    return spec
+
+
+def _require_file(flag: str, path: str | None) -> None:
+    """Refuse a missing input file before TensorFlow is even imported."""
+    if path is not None and not os.path.exists(path):
+        raise DataError(f"{path}: no such file ({flag})")
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune with `tfbert.training.finetune.run_finetune`; returns 0."""
+    _require_file("--train", args.train)
+    _require_file("--validation", args.validation)
+    finetunable_task(args.task)
+    from tfbert.training.finetune import run_finetune as finetune
+
+    finetune(args.train, args.init, args.output, validation=args.validation,
+             epochs=args.epochs, batch_size=args.batch_size,
+             learning_rate=args.learning_rate, warmup=args.warmup,
+             max_seq_length=args.max_seq_length, pooling=args.pooling,
+             resume=args.resume, seed=args.seed, jit_compile=args.jit_compile,
+             checkpoint_every=args.checkpoint_every, task=args.task)
+    print(f"tfbert finetune: wrote {args.output}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Print the metrics of `--model` on `--data` as JSON; returns 0."""
+    _require_file("--data", args.data)
+    from tfbert.training.finetune import evaluate
+
+    print(json.dumps(evaluate(args.model, args.data, args.batch_size), indent=2))
+    return 0
