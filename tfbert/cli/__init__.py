@@ -28,14 +28,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from tfbert.errors import TfbertError
-
-# Before TensorFlow is first imported: keep its C++ start-up chatter quiet.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DESCRIPTION = """\
 BERT in TensorFlow/Keras: pretrain, fine-tune, export SavedModels with WordPiece
@@ -95,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return USER_ERROR_STATUS
+    from tfbert.cli import startup
+
     try:
+        startup.import_tensorflow()
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print(f"tfbert {args.command}: interrupted", file=sys.stderr, flush=True)

