@@ -284,3 +284,21 @@ def test_cli_check_and_evaluate(exported, tmp_path):
     assert metrics["examples"] == len(TRAIN)
     assert set(metrics["labels"]) == {"sports", "tech"}
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+
+
+def test_export_of_a_model_with_few_positions_stays_within_them(minilm_dir, tmp_path):
+    # A converted model with 64 positions: the export must not pack 128 tokens.
+    vocab = read_vocab(os.path.join(minilm_dir, "vocab.txt"))
+    config = tfbert.BertConfig.from_preset("tiny", vocab_size=len(vocab), hidden_size=32,
+                                           num_heads=2, intermediate_size=64,
+                                           max_position_embeddings=64)
+    model_dir = save_model(tfbert.build_encoder(config), str(tmp_path / "enc"),
+                           TaskInfo(task="encoder"), vocab)
+    path, report = export_model(model_dir, "short", base=str(tmp_path / "savedmodels"),
+                                xla=False)
+    assert report.ok, report.problems
+    tokenize = tf.saved_model.load(path).signatures["tokenize"]
+    assert tokenize(text=tf.constant(["word " * 300]))["input_word_ids"].shape[1] == 64
+    with pytest.raises(tfbert.ExportError, match="exceeds the model's 64 positions"):
+        export_model(model_dir, "short", base=str(tmp_path / "savedmodels"),
+                     max_seq_length=100)

@@ -18,6 +18,7 @@ from tfbert import tasks
 from tfbert.checkpoints import load_model
 from tfbert.errors import ExportError
 from tfbert.export.check import CheckReport, check_saved_model
+from tfbert.models import encoder_config
 from tfbert.saved_model import set_method_name
 from tfbert.tasks import TaskInfo
 from tfbert.text import BertTokenizer, load_tokenizer, write_vocab
@@ -59,7 +60,7 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
     """Export a model directory as `<base>/<name>/<version>/`.
 
     Args:
-        model_dir: tfbert, Hugging Face or Google BERT directory. tfbert
+        model_dir: tfbert, Hugging Face, Google BERT or keras-hub preset directory. tfbert
             directories export their task's signatures (`tfbert.tasks`); the
             others export the encoder.
         name: model name (the TF Serving `model_name`).
@@ -68,7 +69,8 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         xla: compile the attention core with XLA (TF Serving then needs
             `--xla_{cpu,gpu}_compilation_enabled=true`); False for servers
             that cannot.
-        max_seq_length: cap on tokens per input; default the model's.
+        max_seq_length: cap on tokens per input; default the length the model
+            was trained with (at most its position table).
         check: run `check_saved_model` before publishing; a failed check
             removes the export and raises `ExportError`.
 
@@ -79,7 +81,15 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         raise ExportError(f"invalid model name {name!r}")
     model, info = load_model(model_dir, {"xla_attention": xla})
     spec = tasks.get(info.task)
-    tokenizer = load_tokenizer(model_dir, max_seq_length=max_seq_length or info.max_seq_length)
+    positions = encoder_config(model).max_position_embeddings
+    if max_seq_length is not None and max_seq_length > positions:
+        raise ExportError(f"--max-seq-length {max_seq_length} exceeds the model's "
+                          f"{positions} positions")
+    # The trained length, but never past the position table (a converted model
+    # with fewer than the default 128 positions).
+    tokenizer = load_tokenizer(model_dir,
+                               max_seq_length=max_seq_length or min(info.max_seq_length,
+                                                                    positions))
     model_base = os.path.join(os.fspath(base), name)
     version = next_version(model_base) if version is None else int(version)
     final = os.path.join(model_base, str(version))
