@@ -62,3 +62,20 @@ def make_tiny_init_dir(minilm_dir: str, path: str) -> str:
                                            attention_dropout=0.0)
     save_model(tfbert.build_encoder(config), path, TaskInfo(task="encoder"), vocab)
     return path
+
+
+def tensorboard_scalars(log_dir: str) -> dict[str, dict[str, list[float]]]:
+    """{"train"/"validation": {tag: [value per epoch]}} from TensorBoard event files."""
+    import glob
+
+    import tensorflow as tf
+
+    found: dict[str, dict[str, list[float]]] = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "*", "events.out.tfevents.*"))):
+        run = os.path.basename(os.path.dirname(path))
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:  # TF2 summaries hold scalars as tensors
+                found.setdefault(run, {}).setdefault(value.tag, []).append(
+                    float(tf.make_ndarray(value.tensor)))
+    return found

@@ -26,15 +26,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {
     "demo": ["--workdir", "--base", "--epochs", "--port"],
     "vocab": ["--input", "--vocab-size", "--output", "--cased", "--reserved-unused", "--quiet"],
-    "pretrain": ["--corpus", "--vocab", "--config", "--output", "--steps", "--batch-size",
+    "pretrain": ["--corpus", "--vocab", "--config", "--init", "--output", "--steps",
+                 "--batch-size",
                  "--seq-len", "--learning-rate", "--mask-rate", "--whole-word-masking",
                  "--resume", "--warmup", "--max-predictions-per-seq", "--optimizer",
                  "--checkpoint-every", "--strategy", "--mixed-precision", "--seed",
                  "--steps-per-epoch", "--dupe-factor", "--short-seq-prob", "--prepare",
-                 "--prepare-only", "--shards", "--cased", "--uncased", "--quiet"],
+                 "--prepare-only", "--shards", "--cased", "--uncased", "--quiet",
+                 "--accumulation-steps", "--tensorboard"],
     "finetune": ["--task", "--train", "--validation", "--init", "--output", "--epochs",
                  "--batch-size", "--learning-rate", "--warmup", "--max-seq-length", "--pooling",
-                 "--resume", "--checkpoint-every", "--seed", "--no-xla"],
+                 "--resume", "--checkpoint-every", "--seed", "--no-xla",
+                 "--accumulation-steps", "--strategy", "--tensorboard", "--early-stopping",
+                 "--monitor", "--save-best"],
     "evaluate": ["--model", "--data", "--batch-size"],
     "export": ["--model", "--name", "--base", "--version", "--max-seq-length", "--no-xla"],
     "check": ["saved_model_dir"],
@@ -93,7 +97,7 @@ def test_defaults_are_kept():
     args = build_parser().parse_args(["pretrain", "--corpus", "c", "--vocab", "v", "--config",
                                       "mini", "--output", "o"])
     assert (args.steps, args.batch_size, args.seq_len, args.mask_rate, args.optimizer,
-            args.lowercase, args.shards) == (1000, 32, 128, 0.15, "adamw", None, 16)
+            args.lowercase, args.shards) == (1000, 32, 128, 0.15, None, None, 16)
     args = build_parser().parse_args(["serve"])
     assert (args.port, args.host, args.enable_batching, args.max_request_batch_size) == (
         8500, "127.0.0.1", False, 1024)

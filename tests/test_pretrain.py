@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tensorboard_scalars
 
 import tfbert
 from tfbert.data.pretraining import PairOptions, build_pairs
@@ -171,6 +172,22 @@ def test_mirrored_strategy_on_two_logical_cpus(setup):
     assert report == {"replicas": 2, "steps": 6}
     assert _history(out)[-1]["epoch"] >= 1
     tfbert.load_encoder(out)
+
+
+def test_accumulation_counts_updates_and_tensorboard_logs_them(setup):
+    out, logs = str(setup["root"] / "accumulated"), str(setup["root"] / "logs")
+    model = run_pretraining([setup["corpus"]], setup["vocab"], setup["config"], out, steps=6,
+                            batch_size=8, seq_len=SEQ_LEN, max_predictions_per_seq=5,
+                            learning_rate=1e-3, warmup=0, steps_per_epoch=3,
+                            accumulation_steps=2, tensorboard=logs, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 6  # updates, not micro-batches
+    history = _history(out)
+    assert [r["epoch"] for r in history] == [1, 2]
+    train = tensorboard_scalars(logs)["train"]
+    assert {"epoch_loss", "epoch_mlm_accuracy", "epoch_nsp_accuracy"} <= set(train)
+    np.testing.assert_allclose(train["epoch_loss"], [r["loss"] for r in history], rtol=1e-5)
+    # Linear decay from 1e-3 over 6 updates, read after updates 3 and 6.
+    np.testing.assert_allclose(train["epoch_learning_rate"], [5e-4, 0.0], atol=1e-9)
 
 
 def test_bad_input_is_one_line_with_exit_2(setup, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Reading and writing model directories of the three kinds.
+"""Reading and writing model directories of the four kinds.
 
 Every command that takes a model directory (`--init`, `--model`) accepts:
 
@@ -6,6 +6,9 @@ Every command that takes a model directory (`--init`, `--model`) accepts:
   "max_seq_length": ..., "lowercase": ...}`), `vocab.txt`, `model.weights.h5`.
 - Hugging Face: `config.json` + `model.safetensors` (or `pytorch_model.bin`).
 - Google BERT: `bert_config.json` + `bert_model.ckpt.*` (TF1 checkpoint).
+- keras-hub: a `BertBackbone` preset (`config.json` with `"registered_name":
+  "keras_hub>BertBackbone"`, `model.weights.h5`, `tokenizer.json`,
+  `assets/tokenizer/vocabulary.txt`); see `tfbert.checkpoints.keras_hub`.
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ import tensorflow as tf
 
 from tfbert import tasks
 from tfbert.checkpoints import names
+from tfbert.checkpoints.keras_hub import (
+    is_keras_hub_config,
+    keras_hub_values,
+    read_keras_hub_config,
+)
 from tfbert.config import BertConfig
 from tfbert.errors import CheckpointError, ConfigError
 from tfbert.files import write_json_atomically
-from tfbert.models import build_encoder, encoder_config, get_encoder
+from tfbert.models import build_encoder, build_pretrainer, encoder_config, get_encoder
 from tfbert.tasks import TaskInfo
 from tfbert.text import write_vocab
 
@@ -34,7 +42,7 @@ WEIGHTS_FILE = "model.weights.h5"
 
 
 def detect_kind(path: str | os.PathLike) -> str:
-    """"tfbert", "huggingface" or "google" for a model directory."""
+    """"tfbert", "huggingface", "google" or "keras_hub" for a model directory."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise CheckpointError(f"{path}: not a directory")
@@ -45,11 +53,14 @@ def detect_kind(path: str | os.PathLike) -> str:
                 data = json.load(f)
             except json.JSONDecodeError as e:
                 raise CheckpointError(f"{config_json}: invalid JSON: {e}") from None
+        if isinstance(data, dict) and is_keras_hub_config(data):
+            return "keras_hub"
         return "tfbert" if "bert" in data else "huggingface"
     if os.path.exists(os.path.join(path, "bert_config.json")):
         return "google"
     raise CheckpointError(
-        f"{path}: no config.json (tfbert, Hugging Face) or bert_config.json (Google BERT)")
+        f"{path}: no config.json (tfbert, Hugging Face, keras-hub) or bert_config.json "
+        "(Google BERT)")
 
 
 def read_task_info(path: str | os.PathLike) -> TaskInfo:
@@ -71,6 +82,8 @@ def read_task_info(path: str | os.PathLike) -> TaskInfo:
 def read_bert_config(path: str | os.PathLike) -> BertConfig:
     path = os.fspath(path)
     kind = detect_kind(path)
+    if kind == "keras_hub":
+        return read_keras_hub_config(path)
     name = "bert_config.json" if kind == "google" else "config.json"
     return BertConfig.from_file(os.path.join(path, name))
 
@@ -87,8 +100,8 @@ def load_model(path: str | os.PathLike, config_overrides: dict[str, Any] | None 
                ) -> tuple[keras.Model, TaskInfo]:
     """The task model stored in `path` and its metadata.
 
-    tfbert directories give their task model; Hugging Face and Google
-    directories give the encoder (task "encoder").
+    tfbert directories give their task model; Hugging Face, Google and
+    keras-hub directories give the encoder (task "encoder").
     """
     path = os.fspath(path)
     kind = detect_kind(path)
@@ -104,16 +117,18 @@ def load_model(path: str | os.PathLike, config_overrides: dict[str, Any] | None 
         model.load_weights(weights)
     elif kind == "huggingface":
         assign_weights(model, _hf_values(path, config))
+    elif kind == "keras_hub":
+        assign_weights(model, keras_hub_values(path, config))
     else:
         assign_weights(model, _google_values(path, config))
     return model, info
 
 
 def load_encoder(path: str | os.PathLike, **config_overrides: Any) -> keras.Model:
-    """The BERT encoder of any model directory (tfbert, Hugging Face, Google).
+    """The BERT encoder of any model directory (tfbert, Hugging Face, Google, keras-hub).
 
     Args:
-        path: a tfbert, Hugging Face or Google BERT model directory.
+        path: a tfbert, Hugging Face, Google BERT or keras-hub preset directory.
         **config_overrides: BertConfig fields to change, e.g. `xla_attention=False`
             or dropout rates for fine-tuning.
 
@@ -123,6 +138,63 @@ def load_encoder(path: str | os.PathLike, **config_overrides: Any) -> keras.Mode
     """
     model, _ = load_model(path, config_overrides)
     return get_encoder(model)
+
+
+def load_pretrainer(path: str | os.PathLike, config_overrides: dict[str, Any] | None = None
+                    ) -> tuple[keras.Model, TaskInfo, list[str]]:
+    """A pretrainer (MLM + NSP heads) that starts from any model directory.
+
+    The encoder is loaded as `load_model` loads it: every encoder weight must
+    be there. The heads are optional, each as a whole: the MLM head and the
+    NSP head are loaded where the directory has them (a tfbert "pretrain"
+    directory; Hugging Face `cls.predictions.*` / `cls.seq_relationship.*`;
+    Google `cls/predictions/*` / `cls/seq_relationship/*`, see
+    `names.PRETRAINING_HEAD_NAMES`) and otherwise keep their fresh
+    initialisation.
+
+    Args:
+        path: any directory `load_model` reads: tfbert (of any task),
+            Hugging Face, Google BERT (keras-hub presets hold no heads).
+        config_overrides: BertConfig fields to change, as for `load_model`.
+
+    Returns:
+        `(pretrainer, info, missing)`: the model (as `build_pretrainer`
+        makes it), the directory's `TaskInfo`, and the heads ("mlm", "nsp")
+        it lacks, which start from scratch.
+
+    Raises:
+        CheckpointError: missing or misshapen encoder weights, or a head the
+            directory holds only in part or with the wrong shapes.
+    """
+    path = os.fspath(path)
+    model, info = load_model(path, config_overrides)
+    pretrainer = build_pretrainer(get_encoder(model))
+    kind = detect_kind(path)
+    if kind == "huggingface":
+        values = _hf_values(path, encoder_config(model))
+    elif kind == "google":
+        values = _google_values(path, encoder_config(model))
+    else:  # the loaded model's own heads, if it has them (a tfbert pretrainer)
+        values = {w.path: w.numpy() for w in model.weights}
+    variables = {v.path: v for v in pretrainer.weights}
+    missing = []
+    for head in ("mlm", "nsp"):
+        paths = [p for p, _, _ in names.PRETRAINING_HEAD_NAMES if p.startswith(head + "/")]
+        found = [p for p in paths if p in values]
+        if not found:
+            missing.append(head)
+            continue
+        if len(found) < len(paths):
+            raise CheckpointError(f"{path}: incomplete {head.upper()} head: lacks "
+                                  f"{sorted(set(paths) - set(found))}")
+        for p in paths:
+            value, variable = values[p], variables[p]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise CheckpointError(
+                    f"{path}: weight {p}: checkpoint shape {tuple(value.shape)} != model "
+                    f"shape {tuple(variable.shape)}")
+            variable.assign(value.astype(variable.dtype))
+    return pretrainer, info, missing
 
 
 def save_model(model: keras.Model, directory: str | os.PathLike, info: TaskInfo,

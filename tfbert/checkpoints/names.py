@@ -4,6 +4,10 @@ Conversion is this table. `{i}` stands for the transformer layer index.
 Hugging Face stores `nn.Linear` weights as [out, in] and Keras as [in, out],
 so every HF entry whose tfbert path ends in "/kernel" is transposed; Google's
 TF1 kernels are already [in, out], except the NSP `output_weights` ([2, H]).
+
+keras-hub presets (`keras_hub.models.BertBackbone`) have a table of their own,
+`KERAS_HUB_ENCODER_NAMES`, keyed by the backbone's variable paths; see
+`keras_hub_shapes` for the one kind of reshape it needs.
 """
 
 from __future__ import annotations
@@ -70,6 +74,42 @@ PRETRAINING_HEAD_NAMES: list[tuple[str, str, str]] = [
     ("nsp/bias", "cls.seq_relationship.bias", "cls/seq_relationship/output_bias"),
 ]
 
+# tfbert path <-> `keras_hub.models.BertBackbone` variable path (`variable.path`
+# of a built backbone, keras-hub 0.32). keras-hub's embeddings, layer norms and
+# feed-forward / pooler Dense layers hold the same arrays as tfbert's. Its
+# attention projections are EinsumDense layers: query/key/value kernels
+# [H, heads, head_size] with biases [heads, head_size], the output kernel
+# [heads, head_size, H]; `keras_hub_shapes` says how they map onto tfbert's Dense.
+KERAS_HUB_ENCODER_NAMES: list[tuple[str, str]] = [
+    ("embeddings/word_embeddings/embeddings", "token_embedding/embeddings"),
+    ("embeddings/position_embeddings/embeddings", "position_embedding/embeddings"),
+    ("embeddings/token_type_embeddings/embeddings", "segment_embedding/embeddings"),
+    ("embeddings/layer_norm/gamma", "embeddings_layer_norm/gamma"),
+    ("embeddings/layer_norm/beta", "embeddings_layer_norm/beta"),
+    ("layer_{i}/attention/query/kernel", "transformer_layer_{i}/self_attention_layer/query/kernel"),
+    ("layer_{i}/attention/query/bias", "transformer_layer_{i}/self_attention_layer/query/bias"),
+    ("layer_{i}/attention/key/kernel", "transformer_layer_{i}/self_attention_layer/key/kernel"),
+    ("layer_{i}/attention/key/bias", "transformer_layer_{i}/self_attention_layer/key/bias"),
+    ("layer_{i}/attention/value/kernel", "transformer_layer_{i}/self_attention_layer/value/kernel"),
+    ("layer_{i}/attention/value/bias", "transformer_layer_{i}/self_attention_layer/value/bias"),
+    ("layer_{i}/attention/output/kernel",
+     "transformer_layer_{i}/self_attention_layer/attention_output/kernel"),
+    ("layer_{i}/attention/output/bias",
+     "transformer_layer_{i}/self_attention_layer/attention_output/bias"),
+    ("layer_{i}/attention_layer_norm/gamma",
+     "transformer_layer_{i}/self_attention_layer_norm/gamma"),
+    ("layer_{i}/attention_layer_norm/beta", "transformer_layer_{i}/self_attention_layer_norm/beta"),
+    ("layer_{i}/intermediate/kernel",
+     "transformer_layer_{i}/feedforward_intermediate_dense/kernel"),
+    ("layer_{i}/intermediate/bias", "transformer_layer_{i}/feedforward_intermediate_dense/bias"),
+    ("layer_{i}/output/kernel", "transformer_layer_{i}/feedforward_output_dense/kernel"),
+    ("layer_{i}/output/bias", "transformer_layer_{i}/feedforward_output_dense/bias"),
+    ("layer_{i}/output_layer_norm/gamma", "transformer_layer_{i}/feedforward_layer_norm/gamma"),
+    ("layer_{i}/output_layer_norm/beta", "transformer_layer_{i}/feedforward_layer_norm/beta"),
+    ("pooler/kernel", "pooled_dense/kernel"),
+    ("pooler/bias", "pooled_dense/bias"),
+]
+
 GOOGLE_TRANSPOSED = {"cls/seq_relationship/output_weights"}
 
 # Older HF checkpoints (e.g. the original bert-base-uncased pytorch_model.bin)
@@ -94,3 +134,37 @@ def hf_transposed(tfbert_path: str) -> bool:
 
 def google_transposed(google_name: str) -> bool:
     return google_name in GOOGLE_TRANSPOSED
+
+
+def keras_hub_shapes(tfbert_path: str, hidden_size: int, num_heads: int
+                     ) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """`(tfbert shape, keras-hub shape)` of an attention weight; None where the shapes agree.
+
+    tfbert's attention projections are Dense layers whose `heads * head_size`
+    axis is split into heads as `[..., heads, head_size]` (row-major), which is
+    exactly how keras-hub's EinsumDense lays out the same axis; so converting
+    either way is a plain `reshape` to the other side's shape, nothing is
+    transposed. This is the only place where the two layouts differ.
+
+    Example:
+        >>> keras_hub_shapes("layer_0/attention/query/kernel", 768, 12)
+        ((768, 768), (768, 12, 64))
+        >>> keras_hub_shapes("layer_0/attention/query/bias", 768, 12)
+        ((768,), (12, 64))
+        >>> keras_hub_shapes("layer_3/attention/output/kernel", 768, 12)
+        ((768, 768), (12, 64, 768))
+        >>> keras_hub_shapes("layer_0/attention/output/bias", 768, 12) is None
+        True
+    """
+    head_size = hidden_size // num_heads
+    parts = tfbert_path.split("/")
+    if len(parts) != 4 or parts[1] != "attention":
+        return None
+    projection, weight = parts[2], parts[3]
+    if projection in ("query", "key", "value"):
+        if weight == "kernel":
+            return (hidden_size, hidden_size), (hidden_size, num_heads, head_size)
+        return (hidden_size,), (num_heads, head_size)
+    if projection == "output" and weight == "kernel":
+        return (hidden_size, hidden_size), (num_heads, head_size, hidden_size)
+    return None

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
                               description="Write BASE/NAME/<version>/ atomically and check that "
                               "TF Serving can load and run it; a failed check leaves nothing "
                               "behind.")
-    p.add_argument("--model", required=True, help="model directory (any of the three kinds)")
+    p.add_argument("--model", required=True, help="model directory (any of the four kinds)")
     p.add_argument("--name", required=True, help="served model name")
     p.add_argument("--base", default="savedmodels", help="model base root (savedmodels)")
     p.add_argument("--version", type=int, help="version number (default: next free)")

@@ -10,6 +10,8 @@ which imports no TensorFlow); a task that `tfbert finetune` does not train
 >>> args = parser.parse_args(["finetune", "--train", "t.csv", "--init", "m", "--output", "o"])
 >>> args.task, args.epochs, args.batch_size, args.jit_compile
 ('classify', 3, 32, True)
+>>> args.accumulation_steps, args.strategy, args.monitor, args.save_best
+(1, None, 'val_loss', False)
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ import json
 import os
 
 import tfbert.tasks
+from tfbert.cli.training_flags import (
+    add_training_arguments,
+    check_training_arguments,
+    positive_int,
+)
 from tfbert.errors import ConfigError, DataError
 
 # What to run instead, for tasks `tfbert finetune` does not train.
@@ -40,7 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--init", required=True, help="model directory to start from")
     p.add_argument("--output", required=True, help="output model directory")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="global batch of one optimizer update (default 32)")
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--warmup", type=float, default=0.1, help="warmup fraction of all steps")
     p.add_argument("--max-seq-length", type=int, default=128)
@@ -52,6 +60,22 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-xla", dest="jit_compile", action="store_false",
                    help="do not compile the train step with XLA")
+    add_training_arguments(p)
+    p.add_argument("--strategy", choices=("mirrored", "multiworker", "tpu"), default=None,
+                   help="distribute over local devices (all GPUs, else the logical CPUs), "
+                   "workers (TF_CONFIG) or a TPU; --batch-size is split over the replicas "
+                   "and the chief writes the output")
+    p.add_argument("--early-stopping", type=positive_int, default=None, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a better --monitor value and "
+                   "ship the best epoch's weights (needs --validation for val_ values)")
+    p.add_argument("--monitor", default="val_loss", metavar="NAME",
+                   help="the epoch value --early-stopping and --save-best watch: val_loss "
+                   "(default), val_accuracy, or another key of history.json; lower is better "
+                   "for names ending in loss, higher otherwise")
+    p.add_argument("--save-best", action="store_true",
+                   help="ship the best epoch's weights by --monitor instead of the last "
+                   "epoch's (history.json marks the shipped epoch); the best epoch and the "
+                   "patience count survive --resume")
     p.set_defaults(run=run_finetune)
 
     e = subparsers.add_parser("evaluate", help="metrics of a fine-tuned model as JSON",
@@ -89,6 +113,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     _require_file("--train", args.train)
     _require_file("--validation", args.validation)
     finetunable_task(args.task)
+    check_training_arguments(args)
+    keeps_best = args.early_stopping is not None or args.save_best
+    if keeps_best and args.monitor.startswith("val_") and args.validation is None:
+        flag = "--early-stopping" if args.early_stopping is not None else "--save-best"
+        raise ConfigError(f"{flag} watches --monitor {args.monitor}, a validation value: "
+                          "give --validation FILE")
     from tfbert.training.finetune import run_finetune as finetune
 
     finetune(args.train, args.init, args.output, validation=args.validation,
@@ -96,7 +126,10 @@ def run_finetune(args: argparse.Namespace) -> int:
              learning_rate=args.learning_rate, warmup=args.warmup,
              max_seq_length=args.max_seq_length, pooling=args.pooling,
              resume=args.resume, seed=args.seed, jit_compile=args.jit_compile,
-             checkpoint_every=args.checkpoint_every, task=args.task)
+             checkpoint_every=args.checkpoint_every, task=args.task,
+             accumulation_steps=args.accumulation_steps, strategy=args.strategy,
+             tensorboard=args.tensorboard, early_stopping=args.early_stopping,
+             monitor=args.monitor, save_best=args.save_best)
     print(f"tfbert finetune: wrote {args.output}")
     return 0
 
@@ -108,3 +141,4 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     print(json.dumps(evaluate(args.model, args.data, args.batch_size), indent=2))
     return 0
+

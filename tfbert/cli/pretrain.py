@@ -2,6 +2,7 @@
 
     tfbert vocab --input corpus.txt --vocab-size 8000 --output vocab.txt
     tfbert pretrain --corpus corpus.txt --vocab vocab.txt --config mini --output out/
+    tfbert pretrain --corpus domain.txt --init path/to/bert --output out/domain
 
 (`python -m tfbert pretrain ...` runs the same, e.g. in a subprocess a test
 can kill.) Bad input raises `tfbert.errors` errors that name the file, line
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from tfbert.cli.training_flags import add_training_arguments, check_training_arguments
 from tfbert.config import PRESETS
 from tfbert.errors import ConfigError
 
@@ -36,8 +38,10 @@ def register(subparsers) -> None:
     v.set_defaults(run=run_vocab_command)
     p = subparsers.add_parser("pretrain", help="pretrain BERT (masked LM + next sentence)",
                               description="Pretrain from a corpus in BERT's format (one "
-                              "sentence per line, blank line between documents). Crash-safe "
-                              "with --resume.")
+                              "sentence per line, blank line between documents): a new model "
+                              "(--config, --vocab) or, with --init, continue pretraining a "
+                              "tfbert, Hugging Face or Google BERT model (its config, vocabulary "
+                              "and weights). Crash-safe with --resume.")
     add_pretrain_arguments(p)
     p.set_defaults(run=run_pretrain_command)
 
@@ -76,10 +80,17 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
                         help="corpus files or globs (one sentence per line, blank line "
                              "between documents), or a directory made with --prepare")
-    parser.add_argument("--vocab", required=True, metavar="vocab.txt",
-                        help="WordPiece vocabulary (see `tfbert vocab`)")
-    parser.add_argument("--config", required=True, metavar="PRESET|JSON",
-                        help=f"model size: a preset ({', '.join(PRESETS)}) or a config JSON")
+    parser.add_argument("--vocab", default=None, metavar="vocab.txt",
+                        help="WordPiece vocabulary (see `tfbert vocab`); with --init "
+                             "optional: the model's own (a different one is refused)")
+    parser.add_argument("--config", default=None, metavar="PRESET|JSON",
+                        help=f"a new model's size: a preset ({', '.join(PRESETS)}) or a config "
+                             "JSON; give --config or --init")
+    parser.add_argument("--init", default=None, metavar="DIR",
+                        help="continue pretraining this tfbert, Hugging Face or Google BERT "
+                             "model directory: its config, vocabulary, casing, encoder and any "
+                             "MLM/NSP head weights (missing heads start from scratch); e.g. "
+                             "phase 2 of BERT's recipe: --init PHASE1_DIR --seq-len 512")
     parser.add_argument("--output", required=True, metavar="DIR", help="model directory")
     parser.add_argument("--steps", type=_positive_int, default=1000, metavar="N",
                         help="optimizer steps (default 1000)")
@@ -97,7 +108,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="P", help="most masked tokens per sequence (default 20)")
     parser.add_argument("--whole-word-masking", action="store_true",
                         help="mask every piece of a chosen word")
-    parser.add_argument("--optimizer", choices=("adamw", "lamb"), default="adamw")
+    parser.add_argument("--optimizer", choices=("adamw", "lamb"), default=None,
+                        help="default: the optimizer --init was pretrained with, else adamw")
     parser.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
                         help="steps between checkpoints (default min(steps per epoch, 1000))")
     parser.add_argument("--resume", action="store_true",
@@ -105,6 +117,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=("mirrored", "multiworker", "tpu"), default=None,
                         help="distribute over local devices, workers (TF_CONFIG) or a TPU")
     parser.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None)
+    add_training_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
                         help="steps between history records (default: one pass over the data)")
@@ -134,6 +147,15 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--short-seq-prob must be in [0, 1], got {args.short_seq_prob}")
     if args.prepare_only and not args.prepare:
         raise ConfigError("--prepare-only needs --prepare DIR")
+    check_training_arguments(args)
+    if args.config is not None and args.init is not None:
+        raise ConfigError(f"--config and --init exclude each other: {args.init} brings its own "
+                          "config")
+    if args.config is None and args.init is None:
+        raise ConfigError("give --config PRESET|JSON (a new model) or --init DIR (continue "
+                          "pretraining a model)")
+    if args.vocab is None and args.init is None:
+        raise ConfigError("--config needs --vocab vocab.txt (see `tfbert vocab`)")
     from tfbert.data.pretraining import PairOptions
     from tfbert.training.pretrain import run_pretraining
 
@@ -145,7 +167,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         if args.prepare_only:
             return 0
     run_pretraining(
-        corpus, args.vocab, args.config, args.output, steps=args.steps,
+        corpus, args.vocab, args.config, args.output, init=args.init, steps=args.steps,
         batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=args.learning_rate,
         warmup=args.warmup if args.warmup < 1 else int(args.warmup),
         mask_rate=args.mask_rate, max_predictions_per_seq=args.max_predictions_per_seq,
@@ -153,7 +175,8 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, resume=args.resume, strategy=args.strategy,
         mixed_precision=args.mixed_precision, seed=args.seed, lowercase=args.lowercase,
         steps_per_epoch=args.steps_per_epoch, pair_options=options,
-        verbose=0 if args.quiet else "auto")
+        verbose=0 if args.quiet else "auto", accumulation_steps=args.accumulation_steps,
+        tensorboard=args.tensorboard)
     if not args.quiet:
         print(f"saved the pretrained model to {args.output}")
     return 0
@@ -167,10 +190,10 @@ def _prepare(args: argparse.Namespace, options, progress: bool) -> str:
         prepare_pretraining_data,
         tokenizer_fingerprint,
     )
-    from tfbert.text import load_tokenizer
     from tfbert.text.corpus import expand_corpus_files
+    from tfbert.training.pretrain import pretraining_tokenizer
 
-    tokenizer = load_tokenizer(args.vocab, lowercase=args.lowercase)
+    tokenizer = pretraining_tokenizer(args.vocab, args.init, args.lowercase)
     files = [os.path.abspath(f) for f in expand_corpus_files(args.corpus)]
     if is_prepared_dir(args.prepare):
         meta = open_prepared(args.prepare).metadata

@@ -1,6 +1,6 @@
 """The `BertTokenizer` of a model directory or a `vocab.txt` (`load_tokenizer`).
 
-A model directory may be a tfbert, Hugging Face or Google BERT one;
+A model directory may be a tfbert, Hugging Face, Google BERT or keras-hub one;
 `load_tokenizer` finds its vocabulary and works out its casing:
 
 - tfbert: `config.json` with a `"lowercase"` key;
@@ -10,6 +10,16 @@ A model directory may be a tfbert, Hugging Face or Google BERT one;
 - Google BERT: `bert_config.json` + `vocab.txt`. Its casing is written nowhere,
   so it is inferred: uncased when no token other than a bracketed special has
   an uppercase letter (`tfbert.text.vocab.infer_lowercase`).
+- keras-hub preset: `tokenizer.json` (a serialized keras-hub `BertTokenizer`,
+  its `lowercase`) + `assets/tokenizer/vocabulary.txt`. By default
+  (`strip_accents=false`, `special_tokens_in_strings=false`) keras-hub's BERT
+  tokenizers lowercase without stripping accents and split a `[MASK]` written
+  in the text into pieces; tfbert's strips accents when it lowercases and
+  keeps such special tokens whole, as original BERT and Hugging Face do, so
+  ids can differ on accented text and on special tokens written in the text.
+  Options `BertTokenizer` cannot follow at all (`split=false`, another
+  `suffix_indicator` or `oov_token`, accents stripped from cased text) are
+  refused with a `ConfigError`.
 
 Example:
     >>> import tempfile, os
@@ -32,6 +42,8 @@ from tfbert.text.tokenizer import BertTokenizer
 from tfbert.text.vocab import find_vocab, infer_lowercase, read_vocab, tokenizer_json_vocab
 
 DEFAULT_MAX_SEQ_LENGTH = 512
+KERAS_HUB_TOKENIZER = "keras_hub>BertTokenizer"
+KERAS_HUB_VOCAB = Path("assets", "tokenizer", "vocabulary.txt")
 
 
 def load_tokenizer(
@@ -42,7 +54,8 @@ def load_tokenizer(
     """Builds the `BertTokenizer` of a model directory or a `vocab.txt`.
 
     Args:
-        path: `vocab.txt`, or a tfbert, Hugging Face or Google BERT model directory.
+        path: `vocab.txt`, or a tfbert, Hugging Face, Google BERT or keras-hub
+            preset directory.
         max_seq_length: packing cap; default: the directory's `max_seq_length`
             (tfbert) or `max_position_embeddings`, else 512.
         lowercase: force the casing instead of reading/inferring it.
@@ -99,6 +112,8 @@ def _read_model_dir(model_dir: str | os.PathLike[str]) -> tuple[list[str], dict[
         elif isinstance(config.get("bert"), dict):
             _set_max_positions(settings, config["bert"])
         return read_vocab(find_vocab(model_dir)), settings
+    if _is_keras_hub(config) or _is_keras_hub(_read_json(model_dir / "tokenizer.json")):
+        return _read_keras_hub_preset(model_dir, config)
     for name in ("config.json", "bert_config.json"):
         data = _read_json(model_dir / name)
         if data is not None:
@@ -123,9 +138,43 @@ def _read_model_dir(model_dir: str | os.PathLike[str]) -> tuple[list[str], dict[
     if tokenizer_json is None:
         raise DataError(
             f"{model_dir}: no vocab.txt or tokenizer.json (expected a tfbert, "
-            "Hugging Face or Google BERT model directory)"
+            "Hugging Face, Google BERT or keras-hub model directory)"
         )
     return tokenizer_json_vocab(tokenizer_json, model_dir / "tokenizer.json"), settings
+
+
+def _is_keras_hub(data: dict[str, Any] | None) -> bool:
+    name = (data or {}).get("registered_name")
+    return isinstance(name, str) and name.startswith("keras_hub>")
+
+
+def _read_keras_hub_preset(model_dir: Path, config: dict[str, Any] | None
+                           ) -> tuple[list[str], dict[str, Any]]:
+    """Vocabulary and settings of a keras-hub preset (see the module docstring)."""
+    settings: dict[str, Any] = {}
+    length = ((config or {}).get("config") or {}).get("max_sequence_length")
+    if isinstance(length, int) and not isinstance(length, bool):
+        settings["max_seq_length"] = length
+    path = model_dir / "tokenizer.json"
+    data = _read_json(path)
+    if data is None:
+        raise DataError(f"{path}: missing (a keras-hub preset keeps its tokenizer there)")
+    name = data.get("registered_name")
+    if name != KERAS_HUB_TOKENIZER:
+        raise ConfigError(f"{path}: {name!r} is not a {KERAS_HUB_TOKENIZER} (WordPiece)")
+    options = data.get("config") if isinstance(data.get("config"), dict) else {}
+    settings["lowercase"] = lowercase = bool(options.get("lowercase", False))
+    if options.get("strip_accents") and not lowercase:
+        raise ConfigError(f"{path}: strip_accents=true with lowercase=false is not supported "
+                          "(BertTokenizer strips accents exactly when it lowercases)")
+    for option, supported in (("split", True), ("split_on_cjk", True),
+                              ("suffix_indicator", "##"), ("oov_token", "[UNK]")):
+        if options.get(option, supported) != supported:
+            raise ConfigError(f"{path}: {option}={options[option]!r} is not supported")
+    vocab_file = model_dir / KERAS_HUB_VOCAB
+    if not vocab_file.is_file():
+        raise DataError(f"{vocab_file}: missing (the vocabulary of a keras-hub preset)")
+    return read_vocab(vocab_file), settings
 
 
 def _set_max_positions(settings: dict[str, Any], config: dict[str, Any]) -> None:

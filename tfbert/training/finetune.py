@@ -2,8 +2,21 @@
 
 The task (`tfbert.tasks`) supplies the data, model head, loss and metrics;
 this module supplies what every task shares: the optimizer and schedule,
-checkpoints with exact resume, `history.json`, and writing the model
-directory.
+gradient accumulation, distribution strategies, checkpoints with exact
+resume, early stopping and keeping the best epoch, TensorBoard logs,
+`history.json`, and writing the model directory.
+
+Which weights are shipped: the output directory holds the last epoch's
+weights, or with `save_best` or `early_stopping` the best epoch's by
+`monitor`. `history.json` stays a list of `{"epoch": n, ...}` records; each
+record also says `"shipped": true` (the epoch in the model directory) or
+`false`.
+
+Example:
+
+    run_finetune("train.jsonl", "bert-base-uncased/", "out/model",
+                 validation="dev.jsonl", epochs=10, early_stopping=2,
+                 monitor="val_accuracy")
 """
 
 from __future__ import annotations
@@ -20,9 +33,16 @@ from tfbert.checkpoints import load_encoder, load_model, save_model
 from tfbert.errors import ConfigError
 from tfbert.tasks import TaskInfo
 from tfbert.text import load_tokenizer
-from tfbert.training.callbacks import HistoryFile
+from tfbert.training.callbacks import (
+    BestEpoch,
+    HistoryFile,
+    mark_shipped,
+    read_history,
+    tensorboard_callback,
+)
 from tfbert.training.optimization import create_optimizer
 from tfbert.training.resume import TrainingCheckpoint, fit_resumable
+from tfbert.training.strategy import can_jit_compile, is_chief, resolve_strategy, split_batch
 
 
 def run_finetune(train: str, init: str, output: str, validation: str | None = None,
@@ -30,7 +50,10 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
                  warmup: float = 0.1, max_seq_length: int = 128, pooling: str = "cls",
                  resume: bool = False, seed: int = 0, jit_compile: bool = True,
                  verbose: int | str = "auto", task: str = "classify",
-                 checkpoint_every: int | None = None) -> keras.Model:
+                 checkpoint_every: int | None = None, accumulation_steps: int = 1,
+                 strategy: str | tf.distribute.Strategy | None = None,
+                 tensorboard: str | None = None, early_stopping: int | None = None,
+                 monitor: str = "val_loss", save_best: bool = False) -> keras.Model:
     """Fine-tune a task model and write a tfbert model directory to `output`.
 
     Args:
@@ -42,7 +65,9 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
         output: model directory written at the end (plus `history.json` and,
             while training, `checkpoints/` for `--resume`).
         validation: optional file in the same format; metrics every epoch.
-        epochs, batch_size, learning_rate: the usual.
+        epochs, learning_rate: the usual.
+        batch_size: the global batch of one optimizer update (split over
+            replicas and micro-batches).
         warmup: fraction of all steps spent in linear warmup.
         max_seq_length: cap on tokens per example (pairs, question + context
             included).
@@ -58,51 +83,112 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
             history `accuracy` = tag accuracy on words' first pieces), "qa"
             (extractive span QA, history `start_accuracy`/`end_accuracy`), or
             one registered with `tfbert.tasks.register`.
+        accumulation_steps: split each batch into this many micro-batches of
+            `batch_size / accumulation_steps` and apply their mean gradient
+            once (Keras' `gradient_accumulation_steps`): the memory of the
+            small batch, the update of the large one. Epochs, steps and
+            `checkpoint_every` count updates; an epoch is
+            `ceil(examples / batch_size)` updates. Not with a `strategy`.
+        strategy: None, "mirrored", "multiworker", "tpu" or a strategy object
+            (`tfbert.training.strategy`); the chief writes the output.
+        tensorboard: a directory for Keras' TensorBoard logs (`train/` and
+            `validation/` event files with every epoch's loss, metrics and
+            learning rate).
+        early_stopping: stop after this many epochs without a better
+            `monitor`, and ship the best epoch's weights.
+        monitor: what `early_stopping`/`save_best` watch: a key of the epoch
+            logs ("val_loss", "val_accuracy", ...); lower is better for names
+            ending in "loss", higher otherwise. Names starting with "val_"
+            need `validation`; a name the run never logs fails after the
+            first epoch, naming the keys it has.
+        save_best: ship the best epoch's weights by `monitor` (all epochs run
+            unless `early_stopping`). With `resume`, the best-so-far and the
+            patience count survive a crash (they are kept in `checkpoints/`).
 
     Returns:
-        The trained model.
+        The trained model (with the shipped weights).
     """
     spec = tasks.get(task)
     if not spec.finetunable:
         raise ConfigError(f"task {task!r} ({spec.description}) is not trained by finetune; "
                           f"fine-tunable tasks: "
                           f"{', '.join(n for n in tasks.names() if tasks.get(n).finetunable)}")
+    keep_best = save_best or early_stopping is not None
+    if keep_best and monitor.startswith("val_") and validation is None:
+        raise ConfigError(f"early_stopping/save_best watch {monitor!r}, a validation metric: "
+                          "give a validation file")
+    if early_stopping is not None and early_stopping < 1:
+        raise ConfigError(f"early_stopping patience must be >= 1, got {early_stopping}")
+    if epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    dist = resolve_strategy(strategy)
+    micro_batch = split_batch(batch_size, accumulation_steps, dist)
+    chief = is_chief(dist)
+    board = tensorboard_callback(tensorboard) if tensorboard and chief else None
     keras.utils.set_random_seed(seed)
     tokenizer = load_tokenizer(init, max_seq_length=max_seq_length)
     info = TaskInfo(task=task, max_seq_length=max_seq_length, lowercase=tokenizer.lowercase,
                     pooling=pooling)
-    data = spec.read_data(train, validation, tokenizer, info, batch_size, seed)
-    model = spec.build_model(load_encoder(init), data.info)
+    # The pipeline yields micro-batches; the shuffle does not depend on the
+    # batch size, so N micro-batches hold the examples of one batch. (With a
+    # training set that B does not divide, a pass ends with a short
+    # micro-batch, which weighs as much as the others in the update's mean.)
+    data = spec.read_data(train, validation, tokenizer, info, micro_batch, seed)
     steps_per_epoch = math.ceil(data.train_size / batch_size)
     total = steps_per_epoch * epochs
-    optimizer = create_optimizer("adamw", learning_rate, total, int(warmup * total))
-    spec.compile_model(model, optimizer, jit_compile=jit_compile)
+    with dist.scope():
+        model = spec.build_model(load_encoder(init), data.info)
+        optimizer = create_optimizer("adamw", learning_rate, total, int(warmup * total),
+                                     accumulation_steps=accumulation_steps)
+        spec.compile_model(model, optimizer, jit_compile=jit_compile and can_jit_compile(dist))
+        optimizer.build(model.trainable_variables)
 
     os.makedirs(output, exist_ok=True)
     history = os.path.join(output, "history.json")
+    checkpoint_dir = os.path.join(output, "checkpoints")
     checkpoint = TrainingCheckpoint(
-        os.path.join(output, "checkpoints"),
+        checkpoint_dir,
         every_n_steps=checkpoint_every or min(steps_per_epoch, 100),
         run_info={"task": task, "train": os.path.abspath(train), "init": os.path.abspath(init),
                   "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-                  "max_seq_length": max_seq_length, "seed": seed, "pooling": pooling})
+                  "max_seq_length": max_seq_length, "seed": seed, "pooling": pooling,
+                  "accumulation_steps": accumulation_steps},
+        is_chief=chief, accumulation_steps=accumulation_steps)
     if resume:
         start = checkpoint.restore(model)
-        if start:
+        if start and chief:
             print(f"tfbert finetune: resuming at step {start} of {total}", file=sys.stderr)
     else:
         start = checkpoint.clear()
-        if os.path.exists(history):
+        if os.path.exists(history) and chief:
             os.remove(history)
-    # A deterministic stream (seeded shuffle, reshuffled each pass): step k of
-    # a resumed run sees the batch that step k of an uninterrupted run saw.
-    def stream(step: int) -> tf.data.Dataset:
-        return data.train().repeat().skip(step)
+    # BestEpoch keeps its state beside the checkpoints: cleared with them.
+    best = BestEpoch(checkpoint_dir, monitor, early_stopping, is_chief=chief) if keep_best \
+        else None
+    if best is not None and resume:
+        best.resume(completed_epochs=start // steps_per_epoch)
+    callbacks = [best] if best is not None else []  # before HistoryFile: weights, then record
+    if chief:
+        callbacks.append(HistoryFile(history))
+    if board is not None:
+        callbacks.append(board)
+
+    # A deterministic stream (seeded shuffle, reshuffled each pass): micro-batch
+    # k of a resumed run is the one micro-batch k of an uninterrupted run saw.
+    def stream(start_batch: int) -> tf.data.Dataset:
+        return data.train().repeat().skip(start_batch)
 
     fit_resumable(model, stream, total_steps=total, steps_per_epoch=steps_per_epoch,
-                  checkpoint=checkpoint, start_step=start, callbacks=[HistoryFile(history)],
-                  verbose=verbose, validation_data=data.validation)
-    save_model(model, output, data.info, tokenizer.vocab)
+                  checkpoint=checkpoint, start_step=start, callbacks=callbacks,
+                  verbose=verbose, validation_data=data.validation,
+                  accumulation_steps=accumulation_steps)
+    if chief:
+        shipped = best.restore_best(model) if best is not None else None
+        if shipped is None:
+            shipped = max((r["epoch"] for r in read_history(history)), default=None)
+        save_model(model, output, data.info, tokenizer.vocab)
+        if os.path.exists(history):
+            mark_shipped(history, shipped)
     checkpoint.clear()  # the model directory is the result; optimizer state is not kept
     return model
 

@@ -2,11 +2,29 @@
 
 Keras already ships AdamW and LAMB with decoupled weight decay; what it lacks
 is BERT's schedule (linear warmup, then linear decay to zero), written here.
+
+Gradient accumulation is Keras' own (`gradient_accumulation_steps`): each
+`fit` step adds a micro-batch's gradients, every N-th applies their mean
+(clipped by `global_clipnorm`, then AdamW/LAMB with weight decay) and resets
+them. One thing needs fixing: Keras 3.15 calls a learning-rate schedule with
+its micro-batch counter, so the schedule would run N times too fast (and end
+at a learning rate of 0 after 1/N of the run). `PerUpdate` wraps the
+schedule so that it sees optimizer updates, as `optimizer.iterations` does.
+
+Embedding gradients: an embedding lookup's gradient is a `tf.IndexedSlices`
+with one row per occurrence of a token. Keras 3.15's Adam, AdamW and LAMB
+apply such a gradient row by row, so a token seen k times in a batch gets its
+moments updated k times (the second moment from the sum of squares, not the
+square of the sum): Adam's first step for it is not +-lr, and the update
+differs from the same gradient given densely -- which is what an
+accumulated gradient is. `AdamW` and `Lamb` below densify such gradients
+first (summing the rows of a token), as BERT's own optimizer did.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfbert.errors import ConfigError
@@ -47,9 +65,64 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps}
 
 
+@keras.saving.register_keras_serializable(package="tfbert")
+class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule` indexed by optimizer updates when gradients accumulate over micro-batches.
+
+    Keras 3.15 passes the schedule its micro-batch counter; this divides it
+    by `accumulation_steps`, so step k of the schedule is optimizer update k.
+
+    Example:
+
+    >>> s = PerUpdate(WarmupLinearDecay(1.0, total_steps=10), accumulation_steps=4)
+    >>> [round(float(s(i)), 3) for i in (0, 3, 4, 39)]
+    [1.0, 1.0, 0.9, 0.1]
+    """
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule,
+                 accumulation_steps: int):
+        if accumulation_steps < 1:
+            raise ConfigError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+        self.schedule = schedule
+        self.accumulation_steps = int(accumulation_steps)
+
+    def __call__(self, step):
+        return self.schedule(ops.floor_divide(step, self.accumulation_steps))
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "accumulation_steps": self.accumulation_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]),
+                   config["accumulation_steps"])
+
+
+def _dense(grads):
+    return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+
+
+@keras.saving.register_keras_serializable(package="tfbert")
+class AdamW(keras.optimizers.AdamW):
+    """Keras' AdamW given dense gradients (see the module docstring)."""
+
+    def apply(self, grads, trainable_variables=None):
+        return super().apply(_dense(grads), trainable_variables)
+
+
+@keras.saving.register_keras_serializable(package="tfbert")
+class Lamb(keras.optimizers.Lamb):
+    """Keras' LAMB given dense gradients (see the module docstring)."""
+
+    def apply(self, grads, trainable_variables=None):
+        return super().apply(_dense(grads), trainable_variables)
+
+
 def create_optimizer(name: str, learning_rate: float, total_steps: int,
                      warmup_steps: int = 0, weight_decay: float = 0.01,
-                     clipnorm: float | None = 1.0) -> keras.optimizers.Optimizer:
+                     clipnorm: float | None = 1.0,
+                     accumulation_steps: int = 1) -> keras.optimizers.Optimizer:
     """AdamW or LAMB with BERT's schedule and weight-decay exclusions.
 
     Args:
@@ -60,14 +133,20 @@ def create_optimizer(name: str, learning_rate: float, total_steps: int,
         warmup_steps: linear warmup steps.
         weight_decay: decoupled weight decay (not applied to LayerNorm/bias).
         clipnorm: global gradient-norm clipping; None disables it.
+        accumulation_steps: micro-batches per update (Keras'
+            `gradient_accumulation_steps`); `total_steps` and `warmup_steps`
+            still count updates, and so does `optimizer.iterations`.
     """
     schedule = WarmupLinearDecay(learning_rate, total_steps, warmup_steps)
     common = dict(learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6,
                   global_clipnorm=clipnorm)
+    if accumulation_steps != 1:
+        common.update(learning_rate=PerUpdate(schedule, accumulation_steps),
+                      gradient_accumulation_steps=accumulation_steps)
     if name == "adamw":
-        optimizer = keras.optimizers.AdamW(**common)
+        optimizer = AdamW(**common)
     elif name == "lamb":
-        optimizer = keras.optimizers.Lamb(**common)
+        optimizer = Lamb(**common)
     else:
         raise ConfigError(f"unknown optimizer {name!r}; choose adamw or lamb")
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)

@@ -6,6 +6,15 @@ pairs and dynamic masks from `tfbert.data.pretraining`, the pretrainer of
 `tfbert.models`, BERT's optimizer and schedule, checkpoints every N steps
 with exact resumption (`tfbert.training.resume`), per-epoch `history.json`.
 
+Continued pretraining: `init=DIR` starts from a tfbert, Hugging Face or
+Google BERT model directory instead of a fresh `config`: its config, its
+vocabulary and casing, its encoder and — where it has them — its MLM/NSP
+heads (`tfbert.checkpoints.load_pretrainer`; missing heads start from
+scratch, said once on stderr). The output's `config.json` records how it was
+pretrained (`"pretraining"`: optimizer, learning rate, steps, seq_len...),
+and a run from it keeps its optimizer unless told otherwise: phase 2 of
+BERT's two-phase recipe is `init=phase1_dir, seq_len=512`.
+
 Distribution: `strategy` is "mirrored" (all local GPUs, else all logical CPU
 devices), "multiworker" (`TF_CONFIG`), "tpu" (`TPUClusterResolver`), or None.
 `batch_size` is always the *global* batch — what one optimizer step sees —
@@ -13,7 +22,15 @@ split evenly over the replicas (it must divide). That keeps the learning-rate
 / batch-size pairing and the data position of a checkpoint independent of the
 number of devices: a run resumed on other hardware continues with the same
 batches. The train step is XLA-compiled (`jit_compile=True`), except with
-replicas on several logical CPU devices, which XLA cannot span.
+replicas on several logical CPU devices, which XLA cannot span. (The
+strategy helpers live in `tfbert.training.strategy`, shared with fine-tuning.)
+
+Gradient accumulation: `accumulation_steps=N` feeds micro-batches of
+`batch_size / N` and applies one update per N of them (Keras'
+`gradient_accumulation_steps`); `steps`, `warmup`, `checkpoint_every` and
+the learning-rate schedule count updates, and checkpoints fall between
+updates. Masks are drawn per micro-batch. Not under a strategy (Keras 3.15's
+accumulation cannot synchronise replicas; refused with a ConfigError).
 
 Mixed precision: "bf16" sets Keras' "mixed_bfloat16" policy, "fp16" sets
 "mixed_float16" and wraps the optimizer in Keras' `LossScaleOptimizer`.
@@ -25,6 +42,9 @@ Example:
     model = run_pretraining(["corpus/*.txt"], "vocab.txt", "mini", "out/pretrained",
                             steps=10_000, batch_size=64)
     encoder = tfbert.load_encoder("out/pretrained")
+    # continued pretraining of that model (or a Hugging Face / Google BERT) on new text:
+    run_pretraining(["domain/*.txt"], output_dir="out/domain", init="out/pretrained",
+                    steps=2_000, learning_rate=5e-5)
 """
 
 from __future__ import annotations
@@ -32,12 +52,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
-from tfbert.checkpoints import save_model
+from tfbert.checkpoints import load_pretrainer, read_bert_config, read_task_info, save_model
 from tfbert.config import PRESETS, BertConfig, ConfigError
 from tfbert.data.pretraining import (
     PairOptions,
@@ -47,12 +68,16 @@ from tfbert.data.pretraining import (
 )
 from tfbert.models import build_encoder, build_pretrainer, compile_pretrainer
 from tfbert.tasks import TaskInfo
-from tfbert.text import load_tokenizer
-from tfbert.training.callbacks import HistoryFile
+from tfbert.text import BertTokenizer, load_tokenizer
+from tfbert.training.callbacks import HistoryFile, tensorboard_callback
 from tfbert.training.optimization import create_optimizer
 from tfbert.training.resume import TrainingCheckpoint, fit_resumable
+from tfbert.training.strategy import STRATEGIES, resolve_strategy, split_batch  # noqa: F401
+from tfbert.training.strategy import can_jit_compile as _can_jit_compile
+from tfbert.training.strategy import is_chief as _is_chief
 
-STRATEGIES = ("mirrored", "multiworker", "tpu")
+OPTIMIZERS = ("adamw", "lamb")
+DEFAULT_OPTIMIZER = "adamw"
 MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_FILE = "history.json"
@@ -61,27 +86,31 @@ HISTORY_FILE = "history.json"
 _MAX_DEFAULT_EPOCHS = 100
 
 
-def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig | str,
-                    output_dir: str, steps: int = 1000, batch_size: int = 32,
+def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
+                    config: BertConfig | str | None = None, output_dir: str | None = None,
+                    steps: int = 1000, batch_size: int = 32,
                     seq_len: int = 128, learning_rate: float = 1e-4,
                     warmup: float | int = 0.1, mask_rate: float = 0.15,
                     max_predictions_per_seq: int = 20, whole_word_masking: bool = False,
-                    optimizer: str = "adamw", checkpoint_every: int | None = None,
+                    optimizer: str | None = None, checkpoint_every: int | None = None,
                     resume: bool = False,
                     strategy: str | tf.distribute.Strategy | None = None,
                     mixed_precision: str | None = None, seed: int = 0,
                     lowercase: bool | None = None, steps_per_epoch: int | None = None,
                     pair_options: PairOptions | None = None,
-                    verbose: str | int = "auto") -> keras.Model:
+                    verbose: str | int = "auto", init: str | None = None,
+                    accumulation_steps: int = 1, tensorboard: str | None = None) -> keras.Model:
     """Pretrain a BERT with MLM + NSP and save it as a tfbert model directory.
 
     Args:
         corpus: corpus files or globs (one sentence per line, blank line
             between documents), or a directory from `prepare_pretraining_data`.
-        vocab: `vocab.txt` (or a model directory holding one).
+        vocab: `vocab.txt` (or a model directory holding one). Optional with
+            `init`, whose own vocabulary is used (a different one is refused).
         config: a `BertConfig`, a preset name ("tiny" ... "large"), or a
             config JSON (tfbert, Hugging Face or Google format). Presets take
-            the vocabulary's size; a JSON must match it.
+            the vocabulary's size; a JSON must match it. Exactly one of
+            `config` and `init` is given.
         output_dir: the model directory to write (`config.json`, `vocab.txt`,
             `model.weights.h5`, `history.json`, `checkpoints/`).
         steps: optimizer steps of the whole run.
@@ -92,7 +121,8 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
         mask_rate: fraction of tokens to predict.
         max_predictions_per_seq: most predictions per sequence.
         whole_word_masking: mask all pieces of a chosen word.
-        optimizer: "adamw" or "lamb".
+        optimizer: "adamw" or "lamb"; default: the optimizer `init` was
+            pretrained with (its config.json's "pretraining" record), else adamw.
         checkpoint_every: steps between checkpoints; default
             `min(steps_per_epoch, 1000)`.
         resume: continue from the latest checkpoint in `output_dir` (a fresh
@@ -101,12 +131,23 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
         mixed_precision: None, "bf16" or "fp16".
         seed: seeds initialisation, pair construction, shuffling and masks.
         lowercase: force the vocabulary's casing; default: read or inferred.
+            With `init` the casing is the directory's; a different one is refused.
         steps_per_epoch: steps per Keras epoch (history/progress granularity);
             default one pass over the pairs, at most `steps` and at least
             `steps / 100`.
         pair_options: pair construction settings (`seq_len` and `seed` must
             match the arguments); default `PairOptions(seq_len, seed)`.
         verbose: Keras `fit` verbosity; 0 also hides the corpus progress bar.
+        init: continue pretraining a tfbert, Hugging Face or Google BERT
+            model directory (config, vocabulary, encoder and any MLM/NSP
+            head weights from it); `seq_len` may be up to its
+            max_position_embeddings.
+        accumulation_steps: split each batch into this many micro-batches of
+            `batch_size / accumulation_steps`, and apply their mean gradient
+            once (Keras' gradient accumulation; `steps` still counts updates).
+            Not with a `strategy` (see `tfbert.training.strategy`).
+        tensorboard: a directory for TensorBoard logs (every epoch's loss,
+            metrics and learning rate).
 
     Returns:
         the trained pretrainer (`mlm` and `nsp` outputs).
@@ -116,23 +157,37 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
             checkpoint (`ResumeError`, a `CheckpointError`), naming the file
             or field; all are also ValueErrors.
     """
+    if output_dir is None:
+        raise ConfigError("output_dir is required")
+    if config is not None and init is not None:
+        raise ConfigError(f"config and init exclude each other: {init} brings its own config")
+    if config is None and init is None:
+        raise ConfigError("give a config (a new model) or init (a model directory to continue "
+                          "pretraining)")
     if steps < 1 or batch_size < 1:
         raise ConfigError(f"steps ({steps}) and batch_size ({batch_size}) must be >= 1")
-    if optimizer not in ("adamw", "lamb"):
-        raise ConfigError(f"unknown optimizer {optimizer!r}; choose adamw or lamb")
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
     warmup_steps = warmup_to_steps(warmup, steps)
-    tokenizer = load_tokenizer(vocab, lowercase=lowercase)
-    bert_config = resolve_config(config, tokenizer.vocab_size)
+    tokenizer = pretraining_tokenizer(vocab, init, lowercase)
+    if init is None:
+        bert_config = resolve_config(config, tokenizer.vocab_size)
+        optimizer = optimizer or DEFAULT_OPTIMIZER
+    else:
+        bert_config = read_bert_config(init)
+        if bert_config.vocab_size != tokenizer.vocab_size:
+            raise ConfigError(f"{init}: its config's vocab_size {bert_config.vocab_size} does "
+                              f"not match its vocabulary's {tokenizer.vocab_size} tokens")
+        optimizer = optimizer or init_optimizer(init)
     if seq_len > bert_config.max_position_embeddings:
-        raise ConfigError(f"seq_len {seq_len} exceeds the config's max_position_embeddings "
-                          f"({bert_config.max_position_embeddings})")
+        where = f"{init}: " if init else ""
+        raise ConfigError(f"{where}seq_len {seq_len} exceeds the model config's "
+                          f"max_position_embeddings ({bert_config.max_position_embeddings})")
     options = pair_options or PairOptions(seq_len=seq_len, seed=seed)
     if (options.seq_len, options.seed) != (seq_len, seed):
         raise ConfigError("pair_options.seq_len/seed must match seq_len/seed")
     dist = resolve_strategy(strategy)
-    if batch_size % dist.num_replicas_in_sync:
-        raise ConfigError(f"batch_size {batch_size} is not divisible by the "
-                         f"{dist.num_replicas_in_sync} replicas of the strategy")
+    micro_batch = split_batch(batch_size, accumulation_steps, dist)
 
     source = load_pairs(corpus, tokenizer, options, progress=verbose != 0)
     per_pass = batches_per_pass(source, batch_size)
@@ -149,8 +204,10 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
                   "steps_per_epoch": steps_per_epoch, "mask_rate": mask_rate,
                   "whole_word_masking": whole_word_masking,
                   "max_predictions_per_seq": max_predictions_per_seq,
-                  "vocab_size": tokenizer.vocab_size, "num_pairs": source.num_pairs},
-        is_chief=_is_chief(dist))
+                  "vocab_size": tokenizer.vocab_size, "num_pairs": source.num_pairs,
+                  "init": init and os.path.abspath(init), "optimizer": optimizer,
+                  "accumulation_steps": accumulation_steps},
+        is_chief=_is_chief(dist), accumulation_steps=accumulation_steps)
     if resume:
         checkpoint.check_run_info()  # before the costly model build
 
@@ -158,8 +215,17 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
     with _dtype_policy(mixed_precision):
         keras.utils.set_random_seed(seed)
         with dist.scope():
-            model = build_pretrainer(build_encoder(bert_config))
-            opt = create_optimizer(optimizer, learning_rate, steps, warmup_steps)
+            if init is None:
+                model = build_pretrainer(build_encoder(bert_config))
+            else:
+                model, _, missing = load_pretrainer(init)
+                if missing and _is_chief(dist):
+                    heads = "/".join(h.upper() for h in missing)
+                    print(f"tfbert pretrain: no {heads} head weights in {init}: "
+                          f"{'the heads start' if len(missing) > 1 else 'it starts'} from "
+                          "scratch", file=sys.stderr)
+            opt = create_optimizer(optimizer, learning_rate, steps, warmup_steps,
+                                   accumulation_steps=accumulation_steps)
             if mixed_precision == "fp16":
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             compile_pretrainer(model, opt, jit_compile=_can_jit_compile(dist))
@@ -171,20 +237,74 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str, config: BertConfig 
 
         def make_dataset(start_batch: int) -> tf.data.Dataset:
             return pretraining_dataset(
-                source, tokenizer, seq_len=seq_len, batch_size=batch_size, mask_rate=mask_rate,
+                source, tokenizer, seq_len=seq_len, batch_size=micro_batch, mask_rate=mask_rate,
                 max_predictions_per_seq=max_predictions_per_seq,
                 whole_word_masking=whole_word_masking, seed=seed, start_batch=start_batch)
 
+        callbacks = [HistoryFile(os.path.join(output_dir, HISTORY_FILE))]
+        if tensorboard and _is_chief(dist):
+            callbacks.append(tensorboard_callback(tensorboard))
         fit_resumable(model, make_dataset, total_steps=steps, steps_per_epoch=steps_per_epoch,
-                      checkpoint=checkpoint, start_step=start,
-                      callbacks=[HistoryFile(os.path.join(output_dir, HISTORY_FILE))],
-                      verbose=verbose)
+                      checkpoint=checkpoint, start_step=start, callbacks=callbacks,
+                      verbose=verbose, accumulation_steps=accumulation_steps)
     if _is_chief(dist):
         save_model(model, output_dir,
                    TaskInfo(task="pretrain", max_seq_length=seq_len,
-                            lowercase=tokenizer.lowercase),
+                            lowercase=tokenizer.lowercase,
+                            pretraining={"optimizer": optimizer, "learning_rate": learning_rate,
+                                         "warmup_steps": warmup_steps, "steps": steps,
+                                         "batch_size": batch_size, "seq_len": seq_len,
+                                         "mask_rate": mask_rate,
+                                         "max_predictions_per_seq": max_predictions_per_seq,
+                                         "whole_word_masking": whole_word_masking,
+                                         "init": init and os.path.abspath(init)}),
                    tokenizer.vocab)
     return model
+
+
+def pretraining_tokenizer(vocab: str | None, init: str | None = None,
+                          lowercase: bool | None = None) -> BertTokenizer:
+    """The tokenizer of a pretraining run: `vocab`'s, or with `init` the directory's own.
+
+    With `init`, `vocab` (if given) must hold the same tokens and `lowercase`
+    (if given) the same casing as `init`: text tokenized otherwise than in the
+    model's earlier training would silently lose what it learnt.
+
+    Raises:
+        ConfigError: no vocabulary, or a vocabulary or casing other than `init`'s.
+        DataError: an unreadable vocabulary.
+    """
+    if init is None:
+        if vocab is None:
+            raise ConfigError("a vocabulary (vocab.txt) is needed to pretrain a new model")
+        return load_tokenizer(vocab, lowercase=lowercase)
+    tokenizer = load_tokenizer(init)
+    if vocab is not None:
+        given = load_tokenizer(vocab).vocab
+        if given != tokenizer.vocab:
+            first = next((i for i, (a, b) in enumerate(zip(given, tokenizer.vocab, strict=False))
+                          if a != b), min(len(given), len(tokenizer.vocab)))
+            raise ConfigError(
+                f"{vocab} ({len(given)} tokens) differs from the vocabulary of {init} "
+                f"({tokenizer.vocab_size} tokens) from id {first} on; leave out the vocabulary "
+                f"to continue with {init}'s own")
+    if lowercase is not None and lowercase != tokenizer.lowercase:
+        def casing(lower: bool) -> str:
+            return "uncased" if lower else "cased"
+
+        raise ConfigError(f"{init} is {casing(tokenizer.lowercase)}; continuing it "
+                          f"{casing(lowercase)} would tokenize text otherwise than its training "
+                          "did (leave out the casing)")
+    return tokenizer
+
+
+def init_optimizer(init: str) -> str:
+    """The optimizer `init` was pretrained with (its "pretraining" record), else adamw."""
+    record = read_task_info(init).pretraining or {}
+    name = record.get("optimizer", DEFAULT_OPTIMIZER)
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"{init}/config.json: unknown pretraining optimizer {name!r}")
+    return name
 
 
 def warmup_to_steps(warmup: float | int, steps: int) -> int:
@@ -223,33 +343,6 @@ def resolve_config(config: BertConfig | str, vocab_size: int) -> BertConfig:
     return resolved
 
 
-def resolve_strategy(strategy: str | tf.distribute.Strategy | None) -> tf.distribute.Strategy:
-    """A `tf.distribute.Strategy` from its name (see the module docstring).
-
-    "mirrored" uses every local GPU, or, without GPUs, every logical CPU
-    device (one unless split with `tf.config.set_logical_device_configuration`).
-    """
-    if strategy is None:
-        return tf.distribute.get_strategy()
-    if isinstance(strategy, tf.distribute.Strategy):
-        return strategy
-    if strategy == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        names = [d.name for d in devices]
-        cross_device = None if devices[0].device_type == "GPU" else (
-            tf.distribute.ReductionToOneDevice(reduce_to_device=names[0]))
-        return tf.distribute.MirroredStrategy(names, cross_device_ops=cross_device)
-    if strategy == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if strategy == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu=os.environ.get("TPU_NAME", ""))
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    raise ConfigError(f"unknown strategy {strategy!r}; choose {', '.join(STRATEGIES)}")
-
-
 @contextlib.contextmanager
 def _dtype_policy(mixed_precision: str | None):
     if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
@@ -262,24 +355,3 @@ def _dtype_policy(mixed_precision: str | None):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def _can_jit_compile(strategy: tf.distribute.Strategy) -> bool:
-    # XLA compiles a CPU step for CPU:0 only: with replicas on several
-    # logical CPU devices it cannot reach the other replicas' variables
-    # ("tfvariable_on_a_different_device"). The attention core stays XLA.
-    if strategy.num_replicas_in_sync == 1:
-        return True
-    local = list(strategy.extended.worker_devices)
-    return not (len(local) > 1 and all("CPU" in d.upper() for d in local))
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    if task_type in (None, "chief"):
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and task_id == 0 and not has_chief

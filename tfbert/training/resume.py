@@ -33,6 +33,18 @@ short `fit` call, later ones run whole. The run ends at exactly `total_steps`
 optimizer steps, whatever the interruptions, losing at most the steps since
 the last checkpoint.
 
+Gradient accumulation (`accumulation_steps=N`, Keras'
+`gradient_accumulation_steps`): a `fit` step is then one micro-batch and an
+optimizer step (an update) is N of them. Steps, `steps_per_epoch`,
+`every_n_steps` and the checkpoint's step all count updates; the stream is of
+micro-batches, asked for from micro-batch `step * N` on. A checkpoint is only
+ever taken after the last micro-batch of an update, when Keras has applied
+and zeroed the accumulated gradients. The accumulators are saved with the
+optimizer's variables all the same: under fp16 loss scaling, a micro-batch
+whose gradients overflow is skipped by Keras, which shifts its count against
+the data's, and a checkpoint may then hold a partial sum -- restored with
+the rest, so the resumed run is still the uninterrupted one.
+
 Example:
 
     ckpt = TrainingCheckpoint("out/checkpoints", every_n_steps=500,
@@ -75,6 +87,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         is_chief: False on non-chief workers of a multi-worker run: they take
             part in every save (collectives need them) but write to a
             throw-away directory.
+        accumulation_steps: micro-batches (`fit` steps) per optimizer step;
+            checkpoints fall only between optimizer steps.
 
     Example:
 
@@ -83,10 +97,15 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, directory: str | os.PathLike, every_n_steps: int, max_to_keep: int = 2,
-                 run_info: dict | None = None, is_chief: bool = True):
+                 run_info: dict | None = None, is_chief: bool = True,
+                 accumulation_steps: int = 1):
         super().__init__()
         if every_n_steps < 1:
             raise ConfigError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if accumulation_steps < 1:
+            raise ConfigError(f"accumulation_steps must be >= 1, got {accumulation_steps}")
+        self.accumulation_steps = int(accumulation_steps)
+        self._micro_batches = 0  # fit steps since `step` was last set: N per update
         self.directory = os.fspath(directory)
         self.every_n_steps = int(every_n_steps)
         self.max_to_keep = int(max_to_keep)
@@ -160,6 +179,9 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     # -- keras callback -----------------------------------------------------
 
     def on_train_batch_end(self, batch, logs=None):
+        self._micro_batches += 1
+        if self._micro_batches % self.accumulation_steps:
+            return  # between the micro-batches of one update: never checkpoint here
         self.step += 1
         if self.step % self.every_n_steps == 0:
             self.save()
@@ -216,13 +238,16 @@ def fit_resumable(model: keras.Model, make_dataset: Callable[[int], tf.data.Data
                   checkpoint: TrainingCheckpoint | None = None, start_step: int = 0,
                   callbacks: Sequence[keras.callbacks.Callback] = (),
                   verbose: str | int = "auto",
-                  validation_data: tf.data.Dataset | None = None) -> int:
+                  validation_data: tf.data.Dataset | None = None,
+                  accumulation_steps: int = 1) -> int:
     """`model.fit` from `start_step` to `total_steps`, keeping epoch boundaries.
 
     Args:
         model: a compiled model (its optimizer state restored if resuming).
         make_dataset: `start_batch -> dataset` giving the deterministic stream
-            of batches from that batch on, repeated (infinite).
+            of batches from that batch on, repeated (infinite). With
+            accumulation the batches are micro-batches and `start_batch` is
+            `step * accumulation_steps`.
         total_steps: optimizer steps of the whole run.
         steps_per_epoch: steps between epoch ends (history records, progress bars).
         checkpoint: the `TrainingCheckpoint` to run as a callback; a final
@@ -232,6 +257,9 @@ def fit_resumable(model: keras.Model, make_dataset: Callable[[int], tf.data.Data
         callbacks: other Keras callbacks (e.g. `HistoryFile`).
         verbose: Keras `fit` verbosity (progress bars).
         validation_data: evaluated at the end of every epoch (as in `fit`).
+        accumulation_steps: micro-batches per optimizer step; the optimizer's
+            `gradient_accumulation_steps` (and `checkpoint`'s) must be the same.
+            Steps above count optimizer steps.
 
     Returns:
         the step reached (`total_steps`).
@@ -246,10 +274,17 @@ def fit_resumable(model: keras.Model, make_dataset: Callable[[int], tf.data.Data
     if not 0 <= start_step <= total_steps:
         raise ResumeError(f"checkpoint is at step {start_step}, past the run's {total_steps} "
                           "steps")
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # fp16: inside
+    accumulation = getattr(optimizer, "gradient_accumulation_steps", None) or 1
+    if accumulation != accumulation_steps or (
+            checkpoint is not None and checkpoint.accumulation_steps != accumulation_steps):
+        raise ConfigError(f"accumulation_steps {accumulation_steps} differs from the "
+                          f"optimizer's ({accumulation}) or the checkpoint's")
     all_callbacks = list(callbacks) + ([checkpoint] if checkpoint is not None else [])
     if checkpoint is not None:
         checkpoint.set_model(model)
         checkpoint.step = start_step
+        checkpoint._micro_batches = 0
     step = start_step
     while step < total_steps:
         epoch, offset = divmod(step, steps_per_epoch)
@@ -262,8 +297,9 @@ def fit_resumable(model: keras.Model, make_dataset: Callable[[int], tf.data.Data
             steps_this_call = min(steps_per_epoch - offset, total_steps - step)
             fit_steps = steps_this_call
         # shuffle=False: the stream is shuffled (and positioned) already.
-        model.fit(make_dataset(step), initial_epoch=epoch, epochs=epoch + epochs,
-                  steps_per_epoch=fit_steps, callbacks=all_callbacks, verbose=verbose,
+        model.fit(make_dataset(step * accumulation_steps), initial_epoch=epoch,
+                  epochs=epoch + epochs, steps_per_epoch=fit_steps * accumulation_steps,
+                  callbacks=all_callbacks, verbose=verbose,
                   validation_data=validation_data, shuffle=False)
         step += steps_this_call
         if model.stop_training:  # a callback (EarlyStopping, TerminateOnNaN) ended the run
