@@ -1,8 +1,6 @@
 """`python -m tfbert COMMAND ...`: the `tfbert` command, e.g. `python -m tfbert serve ...`."""
 
-import sys
-
-from tfbert.cli import main
+from tfbert.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

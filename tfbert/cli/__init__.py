@@ -91,10 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return USER_ERROR_STATUS
-    from tfbert.cli import startup
-
     try:
-        startup.import_tensorflow()
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print(f"tfbert {args.command}: interrupted", file=sys.stderr, flush=True)
@@ -104,4 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USER_ERROR_STATUS
 
 
-__all__ = ["build_parser", "error_message", "main"]
+def run() -> None:
+    """The `tfbert` program (console script, `python -m tfbert`): `main` with a quiet stderr.
+
+    Only the program filters its stderr (see `tfbert.cli.startup`); `main`
+    called from Python leaves the caller's streams alone.
+    """
+    from tfbert.cli import startup
+
+    startup.quiet_stderr()
+    sys.exit(main())
+
+
+__all__ = ["build_parser", "error_message", "main", "run"]

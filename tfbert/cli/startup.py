@@ -1,22 +1,25 @@
-"""A quiet TensorFlow start-up for the `tfbert` command.
+"""A quiet TensorFlow for the `tfbert` command: its benign notices dropped, real errors kept.
 
-TensorFlow's C++ runtime writes notices to stderr while it loads, before its
-log level (`TF_CPP_MIN_LOG_LEVEL`) is read: that oneDNN is on, that no CUDA
-driver was found, which CPU instructions the build could use, and on a
-machine without a GPU an `E0000 ... failed call to cuInit` that looks like a
-failure but is not one. A newcomer's first run should start with tfbert's own
-output, so the command imports TensorFlow with stderr captured, drops exactly
-those notices and passes every other line through: a real error still shows.
+TensorFlow's C++ runtime writes notices to stderr that say nothing is wrong,
+some before its log level (`TF_CPP_MIN_LOG_LEVEL`) is even read: that oneDNN
+is on, that no CUDA driver was found, which CPU instructions the build could
+use, and -- as `E0000` error lines that look like failures -- a failed
+`cuInit` on a machine without a GPU and oneDNN's "supports DT_INT64 only on
+platforms with AVX-512" fallback. A newcomer's first run should read as
+tfbert's story, so the `tfbert` command routes the process's stderr (file
+descriptor 2, where C++ writes) through a filter that drops exactly those
+lines and passes every other line through, so a real error still shows.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import sys
-import tempfile
+import threading
 
-# Start-up notices that say nothing is wrong (matched anywhere in a line).
+# Notices that say nothing is wrong (matched anywhere in a line).
 BENIGN = [
     r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     r"oneDNN custom operations are on",
@@ -24,42 +27,52 @@ BENIGN = [
     r"cpu_feature_guard\.cc",
     r"^To enable the following instructions: .*rebuild TensorFlow",
     r"Unable to register cu(DNN|FFT|BLAS) factory",
+    r"oneDNN supports DT_\w+ only on platforms with",
 ]
 # Benign only where there is no GPU driver at all (a CPU-only machine).
 NO_GPU_BENIGN = [r"failed call to cuInit"]
 
+_installed = False
 
-def _benign_patterns() -> re.Pattern:
+
+def benign_patterns() -> re.Pattern:
+    """The lines `quiet_stderr` drops, as one pattern."""
     patterns = list(BENIGN)
     if not os.path.exists("/dev/nvidiactl"):
         patterns += NO_GPU_BENIGN
     return re.compile("|".join(f"(?:{p})" for p in patterns))
 
 
-def import_tensorflow() -> None:
-    """Import TensorFlow and find its devices, dropping only the benign start-up notices.
+def quiet_stderr() -> None:
+    """Filter this process's stderr (fd 2) from now to exit; a no-op on a second call.
 
-    A no-op once TensorFlow is imported (in Python, or by an earlier call).
+    Child processes inherit the filtered stderr. At exit the real stderr comes
+    back and every line written before is delivered.
     """
-    if "tensorflow" in sys.modules:
+    global _installed
+    if _installed:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # later notices: warnings and up only
+    _installed = True
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ errors only (filtered below)
+    benign = benign_patterns()
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as captured:
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow as tf
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
-            tf.config.list_physical_devices()  # device discovery logs (cuInit) happen here
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-        captured.seek(0)
-        text = captured.read().decode("utf-8", errors="replace")
-    benign = _benign_patterns()
-    kept = [line for line in text.splitlines(keepends=True) if not benign.search(line)]
-    if kept:
-        sys.stderr.write("".join(kept))
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not benign.search(line.decode("utf-8", errors="replace")):
+                    os.write(real, line)
+
+    thread = threading.Thread(target=forward, name="tfbert-stderr", daemon=True)
+    thread.start()
+
+    def restore() -> None:
         sys.stderr.flush()
+        os.dup2(real, 2)  # closes the pipe's last write end: the thread reads to EOF
+        thread.join(timeout=2)
+
+    atexit.register(restore)
