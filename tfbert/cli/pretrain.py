@@ -22,7 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from tfbert.cli.training_flags import add_training_arguments, check_training_arguments
+from tfbert.cli.training_flags import (
+    add_training_arguments,
+    check_training_arguments,
+    positive_int,
+)
 from tfbert.config import PRESETS
 from tfbert.errors import ConfigError
 
@@ -50,7 +54,7 @@ def add_vocab_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `tfbert vocab`."""
     parser.add_argument("--input", nargs="+", required=True, metavar="FILE",
                         help="text files or glob patterns to learn from")
-    parser.add_argument("--vocab-size", type=_positive_int, required=True, metavar="N",
+    parser.add_argument("--vocab-size", type=positive_int, required=True, metavar="N",
                         help="target vocabulary size, special tokens included")
     parser.add_argument("--output", required=True, metavar="vocab.txt",
                         help="the vocabulary file to write")
@@ -92,11 +96,11 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                              "MLM/NSP head weights (missing heads start from scratch); e.g. "
                              "phase 2 of BERT's recipe: --init PHASE1_DIR --seq-len 512")
     parser.add_argument("--output", required=True, metavar="DIR", help="model directory")
-    parser.add_argument("--steps", type=_positive_int, default=1000, metavar="N",
+    parser.add_argument("--steps", type=positive_int, default=1000, metavar="N",
                         help="optimizer steps (default 1000)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
+    parser.add_argument("--batch-size", type=positive_int, default=32, metavar="B",
                         help="global batch size, split over devices (default 32)")
-    parser.add_argument("--seq-len", type=_positive_int, default=128, metavar="L",
+    parser.add_argument("--seq-len", type=positive_int, default=128, metavar="L",
                         help="sequence length (default 128)")
     parser.add_argument("--learning-rate", type=float, default=1e-4, metavar="X",
                         help="peak learning rate (default 1e-4)")
@@ -104,13 +108,13 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warmup: fraction of steps if < 1, else steps (default 0.1)")
     parser.add_argument("--mask-rate", type=float, default=0.15, metavar="R",
                         help="fraction of tokens to predict (default 0.15)")
-    parser.add_argument("--max-predictions-per-seq", type=_positive_int, default=20,
+    parser.add_argument("--max-predictions-per-seq", type=positive_int, default=20,
                         metavar="P", help="most masked tokens per sequence (default 20)")
     parser.add_argument("--whole-word-masking", action="store_true",
                         help="mask every piece of a chosen word")
     parser.add_argument("--optimizer", choices=("adamw", "lamb"), default=None,
                         help="default: the optimizer --init was pretrained with, else adamw")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                         help="steps between checkpoints (default min(steps per epoch, 1000))")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last checkpoint in --output")
@@ -119,9 +123,9 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None)
     add_training_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--steps-per-epoch", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--steps-per-epoch", type=positive_int, default=None, metavar="N",
                         help="steps between history records (default: one pass over the data)")
-    parser.add_argument("--dupe-factor", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--dupe-factor", type=positive_int, default=1, metavar="N",
                         help="times each document is turned into pairs (default 1)")
     parser.add_argument("--short-seq-prob", type=float, default=0.1, metavar="P",
                         help="probability of a shorter pair (default 0.1)")
@@ -131,7 +135,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                              "same way), then train from them")
     parser.add_argument("--prepare-only", action="store_true",
                         help="with --prepare: stop after preparing")
-    parser.add_argument("--shards", type=_positive_int, default=16, metavar="N",
+    parser.add_argument("--shards", type=positive_int, default=16, metavar="N",
                         help="TFRecord files written by --prepare (default 16)")
     casing = parser.add_mutually_exclusive_group()
     casing.add_argument("--cased", dest="lowercase", action="store_false", default=None,
@@ -209,13 +213,6 @@ def _prepare(args: argparse.Namespace, options, progress: bool) -> str:
                              short_seq_prob=options.short_seq_prob,
                              dupe_factor=options.dupe_factor, progress=progress)
     return args.prepare
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _non_negative_int(text: str) -> int:
