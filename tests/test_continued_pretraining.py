@@ -233,38 +233,38 @@ PHASE2_STEPS, PHASE2_LR = 10, 1e-3
 
 @pytest.fixture(scope="module")
 def phases(tmp_path_factory):
-    """Phase 1: a fresh tiny BERT (max_position_embeddings 64) at seq-len 32 with LAMB.
-    Phase 2: `tfbert pretrain --init PHASE1 --seq-len 64`, nothing else about the model."""
+    """BERT's two phases on a tiny config: phase 1, a fresh BERT at seq-len 128 with LAMB;
+    phase 2, `tfbert pretrain --init PHASE1 --seq-len 512`, nothing else about the model."""
     root = tmp_path_factory.mktemp("phases")
     corpus, words = _topic_corpus(root / "corpus.txt")
     vocab = str(root / "vocab.txt")
     write_vocab(SPECIALS + words, vocab)
     config = tfbert.BertConfig(vocab_size=len(SPECIALS) + len(words), hidden_size=32,
                                num_layers=2, num_heads=2, intermediate_size=64,
-                               max_position_embeddings=64, hidden_dropout=0.0,
+                               max_position_embeddings=512, hidden_dropout=0.0,
                                attention_dropout=0.0)
     phase1, phase2 = str(root / "phase1"), str(root / "phase2")
-    run_pretraining([corpus], vocab, config, phase1, steps=20, batch_size=32, seq_len=32,
+    run_pretraining([corpus], vocab, config, phase1, steps=20, batch_size=32, seq_len=128,
                     learning_rate=2e-2, optimizer="lamb", steps_per_epoch=10,
                     max_predictions_per_seq=5, verbose=0)
     with contextlib.redirect_stderr(io.StringIO()) as stderr:
         status = main(["pretrain", "--init", phase1, "--corpus", corpus, "--output", phase2,
-                       "--seq-len", "64", "--steps", str(PHASE2_STEPS), "--batch-size", "32",
+                       "--seq-len", "512", "--steps", str(PHASE2_STEPS), "--batch-size", "16",
                        "--learning-rate", str(PHASE2_LR), "--max-predictions-per-seq", "10",
                        "--quiet"])
     return {"root": root, "corpus": corpus, "vocab": vocab, "words": words, "phase1": phase1,
             "phase2": phase2, "status": status, "stderr": stderr.getvalue()}
 
 
-def test_phase_2_starts_from_phase_1_with_its_optimizer_at_seq_len_64(phases):
+def test_phase_2_starts_from_phase_1_with_its_optimizer_at_seq_len_512(phases):
     assert phases["status"] == 0, phases["stderr"]
     assert "head weights" not in phases["stderr"]  # phase 1 has both heads
     phase1, phase2 = phases["phase1"], phases["phase2"]
     config = _config_json(phase2)
-    assert config["task"] == "pretrain" and config["max_seq_length"] == 64
+    assert config["task"] == "pretrain" and config["max_seq_length"] == 512
     record = config["pretraining"]
     assert record["optimizer"] == "lamb"  # phase 1's, not the adamw default
-    assert record["seq_len"] == 64 and record["steps"] == PHASE2_STEPS
+    assert record["seq_len"] == 512 and record["steps"] == PHASE2_STEPS
     assert record["init"] == os.path.abspath(phase1)
     assert _config_json(phase1)["pretraining"]["optimizer"] == "lamb"
     assert [r["epoch"] for r in _history(phase2)] == [1]
@@ -319,8 +319,8 @@ def test_bad_init_flags_are_one_line_errors(phases, tmp_path, capsys):
     assert "give --config PRESET|JSON (a new model) or --init DIR" in error(
         ["--vocab", phases["vocab"]])
     assert "--config needs --vocab" in error(["--config", "tiny"])
-    line = error(["--init", init, "--seq-len", "128"])
-    assert init in line and "seq_len 128" in line and "max_position_embeddings (64)" in line
+    line = error(["--init", init, "--seq-len", "1024"])
+    assert init in line and "seq_len 1024" in line and "max_position_embeddings (512)" in line
     other = tmp_path / "other_vocab.txt"
     write_vocab(SPECIALS + list(reversed(phases["words"])), str(other))
     line = error(["--init", init, "--vocab", str(other)])
