@@ -79,3 +79,30 @@ def tensorboard_scalars(log_dir: str) -> dict[str, dict[str, list[float]]]:
                 found.setdefault(run, {}).setdefault(value.tag, []).append(
                     float(tf.make_ndarray(value.tensor)))
     return found
+
+
+def write_topic_corpus(path, words: list[str], topics: int, words_per_topic: int,
+                       documents: int, lines: tuple[int, int], rng) -> str:
+    """A BERT-format corpus whose documents each draw their words from one topic.
+
+    Learnable in a few hundred steps: a masked word is one of its topic's
+    `words_per_topic` (the other words give the topic away), and a random next
+    segment almost always comes from another topic. `rng` is a `random.Random`.
+    """
+    groups = [words[t * words_per_topic:(t + 1) * words_per_topic] for t in range(topics)]
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(documents):
+            topic = groups[rng.randrange(topics)]
+            for _ in range(rng.randint(*lines)):
+                f.write(" ".join(rng.choice(topic) for _ in range(rng.randint(3, 6))) + "\n")
+            f.write("\n")
+    return str(path)
+
+
+# Start of a subprocess script: split the CPU into two logical devices (before
+# TensorFlow initialises them) for MirroredStrategy tests.
+TWO_LOGICAL_CPUS = """
+import json, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+"""

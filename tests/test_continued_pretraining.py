@@ -19,6 +19,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import write_topic_corpus
 
 import tfbert
 from tfbert.checkpoints import CheckpointError, load_pretrainer
@@ -205,17 +206,10 @@ TOPICS, WORDS_PER_TOPIC = 8, 3
 
 
 def _topic_corpus(path, documents=200, seed=0) -> tuple[str, list[str]]:
-    """Documents whose words come from one topic's three."""
-    rng = random.Random(seed)
+    """Documents of 4-8 lines whose words come from one topic's three."""
     words = [f"{a}{b}" for a in "bcdfghjk" for b in ("ap", "ot", "um")]
-    topics = [words[t * WORDS_PER_TOPIC:(t + 1) * WORDS_PER_TOPIC] for t in range(TOPICS)]
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(documents):
-            topic = topics[rng.randrange(TOPICS)]
-            for _ in range(rng.randint(4, 8)):
-                f.write(" ".join(rng.choice(topic) for _ in range(rng.randint(3, 6))) + "\n")
-            f.write("\n")
-    return str(path), words
+    return write_topic_corpus(path, words, TOPICS, WORDS_PER_TOPIC, documents, (4, 8),
+                              random.Random(seed)), words
 
 
 def _history(directory) -> list[dict]:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tensorboard_scalars
+from conftest import TWO_LOGICAL_CPUS, tensorboard_scalars, write_topic_corpus
 
 import tfbert
 from tfbert.data.pretraining import PairOptions, build_pairs
@@ -26,23 +26,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write_topic_corpus(path, documents=300, seed=0):
-    """Each document draws its words from one topic's three words.
-
-    Learnable in a few hundred steps: a masked word is one of its topic's
-    three (the other words give the topic away), and a random next segment
-    almost always comes from another topic.
-    """
+    """Documents of 6-12 lines, each drawing its words from one topic's three random words."""
     rng = random.Random(seed)
     words = sorted({"".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=5)) for _ in range(80)})
     rng.shuffle(words)
-    topics = [words[t * WORDS_PER_TOPIC:(t + 1) * WORDS_PER_TOPIC] for t in range(TOPICS)]
-    with open(path, "w", encoding="utf-8") as f:
-        for _ in range(documents):
-            topic = topics[rng.randrange(TOPICS)]
-            for _ in range(rng.randint(6, 12)):
-                f.write(" ".join(rng.choice(topic) for _ in range(rng.randint(3, 6))) + "\n")
-            f.write("\n")
-    return str(path)
+    return write_topic_corpus(path, words, TOPICS, WORDS_PER_TOPIC, documents, (6, 12), rng)
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +140,7 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(setup, uninterr
 
 def test_mirrored_strategy_on_two_logical_cpus(setup):
     out = str(setup["root"] / "mirrored")
-    script = textwrap.dedent(f"""
-        import json, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    script = TWO_LOGICAL_CPUS + textwrap.dedent(f"""
         from tfbert.training.pretrain import run_pretraining
         model = run_pretraining([{setup["corpus"]!r}], {setup["vocab"]!r}, {setup["config"]!r},
                                 {out!r}, steps=6, batch_size=8, seq_len={SEQ_LEN},

@@ -14,7 +14,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_tiny_init_dir, random_batch, tensorboard_scalars
+from conftest import (
+    TWO_LOGICAL_CPUS,
+    make_tiny_init_dir,
+    random_batch,
+    tensorboard_scalars,
+)
 
 import tfbert
 from tfbert.cli import main
@@ -274,11 +279,7 @@ def test_bad_combinations_are_one_line_errors(data, capsys):
 
 def test_mirrored_finetune_on_two_logical_cpus(data):
     out = str(data["root"] / "mirrored")
-    script = textwrap.dedent(f"""
-        import json, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    script = TWO_LOGICAL_CPUS + textwrap.dedent(f"""
         from tfbert.errors import ConfigError
         from tfbert.training.finetune import run_finetune
         try:
