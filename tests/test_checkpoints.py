@@ -6,7 +6,7 @@ import tensorflow as tf
 from conftest import random_batch
 
 import tfbert
-from tfbert.checkpoints import CheckpointError, names
+from tfbert.checkpoints import CheckpointError, model_values, names
 
 # Mixed English / Chinese / accented / punctuation text.
 SAMPLE = [
@@ -55,7 +55,7 @@ def _write_google_checkpoint(values: dict[str, np.ndarray], prefix: str) -> None
 
 def test_google_checkpoint_loads_with_same_outputs(tiny_config, tmp_path):
     pretrainer = tfbert.build_pretrainer(tfbert.build_encoder(tiny_config))
-    by_path = {w.path: w.numpy() for w in pretrainer.weights}
+    by_path = model_values(pretrainer)
     rows = names.expand(names.ENCODER_NAMES, tiny_config.num_layers) + \
         names.PRETRAINING_HEAD_NAMES
     google = {g: (by_path[p].T if names.google_transposed(g) else by_path[p])
@@ -97,3 +97,48 @@ def test_directory_without_weights_is_named(tmp_path):
         tfbert.load_encoder(tmp_path)
     with pytest.raises(CheckpointError, match="no config.json"):
         tfbert.load_encoder(tmp_path / "..")
+
+
+def test_fused_qkv_holds_the_checkpoints_query_key_value(minilm_dir):
+    from safetensors.numpy import load_file
+
+    encoder = tfbert.load_encoder(minilm_dir)
+    qkv = encoder.get_layer("layer_2").attention.qkv
+    assert tuple(qkv.kernel.shape) == (384, 3 * 384)
+    raw = load_file(f"{minilm_dir}/model.safetensors")
+    values = model_values(encoder)
+    for projection in ("query", "key", "value"):
+        hf = f"encoder.layer.2.attention.self.{projection}"
+        np.testing.assert_array_equal(values[f"layer_2/attention/{projection}/kernel"],
+                                      raw[hf + ".weight"].T)
+        np.testing.assert_array_equal(values[f"layer_2/attention/{projection}/bias"],
+                                      raw[hf + ".bias"])
+    assert not any("/qkv/" in path for path in values)
+
+
+def test_model_directory_with_separate_query_key_value_still_loads(tiny_config, tmp_path):
+    """A weights file whose attention holds query/key/value layers (the layout
+    before the fused projection) loads with the same outputs."""
+    import h5py
+
+    from tfbert.checkpoints import TaskInfo, save_model
+
+    encoder = tfbert.build_encoder(tiny_config)
+    save_model(encoder, tmp_path, TaskInfo(task="encoder"), [f"w{i}" for i in range(
+        tiny_config.vocab_size)])
+    with h5py.File(tmp_path / "model.weights.h5", "r+") as f:
+        fused = []
+        f.visit(lambda name: fused.append(name) if name.endswith("/attention/qkv") else None)
+        assert len(fused) == tiny_config.num_layers
+        for group in fused:
+            kernel, bias = (np.asarray(f[f"{group}/vars/{i}"]) for i in ("0", "1"))
+            parent = group[: -len("/qkv")]
+            for part, name in enumerate(("query", "key", "value")):
+                width = kernel.shape[1] // 3
+                f[f"{parent}/{name}/vars/0"] = kernel[:, part * width:(part + 1) * width]
+                f[f"{parent}/{name}/vars/1"] = bias[part * width:(part + 1) * width]
+            del f[group]
+    loaded = tfbert.load_encoder(tmp_path)
+    batch = random_batch(tiny_config.vocab_size, pad_from=5)
+    np.testing.assert_array_equal(loaded(batch)["sequence_output"].numpy(),
+                                  encoder(batch)["sequence_output"].numpy())

@@ -135,8 +135,8 @@ def test_initial_weights_are_independent(tiny_config):
     positions = emb.position_embeddings.embeddings.numpy()
     assert not np.allclose(words[:len(positions)], positions)
     attention = encoder.get_layer("layer_0").attention
-    kernels = [d.kernel.numpy() for d in (attention.query, attention.key, attention.value,
-                                          attention.output_dense)]
+    kernels = [*np.split(attention.qkv.kernel.numpy(), 3, axis=1),  # query, key, value
+               attention.output_dense.kernel.numpy()]
     assert all(not np.allclose(a, b) for i, a in enumerate(kernels) for b in kernels[i + 1:])
-    other = encoder.get_layer("layer_1").attention.query.kernel.numpy()
+    other = np.split(encoder.get_layer("layer_1").attention.qkv.kernel.numpy(), 3, axis=1)[0]
     assert not np.allclose(kernels[0], other)

@@ -160,10 +160,11 @@ def _masks(layers, steps=1):
     for layer in layers:
         layer.build(x.shape)
         zero, identity = np.zeros((seq, seq)), np.eye(seq)
-        for dense, kernel in ((layer.query, zero), (layer.key, zero),
-                              (layer.value, identity), (layer.output_dense, identity)):
+        # The fused projection's columns are query | key | value.
+        qkv = np.concatenate([zero, zero, identity], axis=1)
+        for dense, kernel in ((layer.qkv, qkv), (layer.output_dense, identity)):
             dense.kernel.assign(kernel.astype("float32"))
-            dense.bias.assign(np.zeros(seq, "float32"))
+            dense.bias.assign(np.zeros(kernel.shape[1], "float32"))
         np.testing.assert_allclose(layer(x, mask).numpy()[0], np.full((seq, seq), 1 / seq),
                                    rtol=1e-6)
         for _ in range(steps):

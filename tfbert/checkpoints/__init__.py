@@ -8,6 +8,7 @@ from tfbert.checkpoints.model_dir import (
     load_encoder,
     load_model,
     load_pretrainer,
+    model_values,
     read_bert_config,
     read_task_info,
     save_model,
@@ -16,5 +17,5 @@ from tfbert.errors import CheckpointError
 from tfbert.tasks import TaskInfo
 
 __all__ = ["CheckpointError", "TaskInfo", "assign_weights", "build_task_model", "detect_kind",
-           "load_encoder", "load_model", "load_pretrainer", "read_bert_config", "read_task_info",
-           "save_keras_hub_preset", "save_model"]
+           "load_encoder", "load_model", "load_pretrainer", "model_values", "read_bert_config",
+           "read_task_info", "save_keras_hub_preset", "save_model"]

@@ -195,7 +195,7 @@ def save_keras_hub_preset(model: keras.Model,
         intermediate_dim=config.intermediate_size, dropout=config.hidden_dropout,
         max_sequence_length=config.max_position_embeddings,
         num_segments=config.type_vocab_size, dtype="float32")
-    ours = {w.path: w for w in encoder.weights}
+    ours = names.split_qkv({w.path: keras.ops.convert_to_numpy(w) for w in encoder.weights})
     theirs = {v.path: v for v in backbone.weights}
     for tf_path, hub_path in names.expand(names.KERAS_HUB_ENCODER_NAMES, config.num_layers):
         value = np.asarray(keras.ops.convert_to_numpy(ours[tf_path]), dtype=np.float32)

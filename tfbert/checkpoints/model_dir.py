@@ -114,7 +114,7 @@ def load_model(path: str | os.PathLike, config_overrides: dict[str, Any] | None 
         weights = os.path.join(path, WEIGHTS_FILE)
         if not os.path.exists(weights):
             raise CheckpointError(f"{path}: no {WEIGHTS_FILE}")
-        model.load_weights(weights)
+        _load_weights_file(model, weights)
     elif kind == "huggingface":
         assign_weights(model, _hf_values(path, config))
     elif kind == "keras_hub":
@@ -193,7 +193,7 @@ def load_pretrainer(path: str | os.PathLike, config_overrides: dict[str, Any] | 
                 raise CheckpointError(
                     f"{path}: weight {p}: checkpoint shape {tuple(value.shape)} != model "
                     f"shape {tuple(variable.shape)}")
-            variable.assign(value.astype(variable.dtype))
+            variable.assign(keras.ops.cast(value, variable.dtype))
     return pretrainer, info, missing
 
 
@@ -214,8 +214,16 @@ def save_model(model: keras.Model, directory: str | os.PathLike, info: TaskInfo,
     return directory
 
 
+def model_values(model: keras.Model) -> dict[str, np.ndarray]:
+    """A model's weights as numpy arrays by the tfbert paths of `names` (query, key
+    and value apart, as every checkpoint format stores them)."""
+    return names.split_qkv({w.path: np.asarray(w.numpy()) for w in model.weights})
+
+
 def assign_weights(model: keras.Model, values: dict[str, np.ndarray]) -> None:
-    """Set model variables by tfbert path; every variable must be covered."""
+    """Set model variables from arrays by tfbert path (`names`); every variable
+    must be covered. Query, key and value are fused here (`names.fuse_qkv`)."""
+    values = names.fuse_qkv(values)
     variables = {v.path: v for v in model.weights}
     missing = sorted(set(variables) - set(values))
     if missing:
@@ -226,7 +234,42 @@ def assign_weights(model: keras.Model, values: dict[str, np.ndarray]) -> None:
             raise CheckpointError(
                 f"weight {path}: checkpoint shape {tuple(value.shape)} != model shape "
                 f"{tuple(variable.shape)}")
-        variable.assign(value.astype(variable.dtype))
+        # Cast by Keras: a bf16 model (`tfbert.precision`) gets float32 values.
+        variable.assign(keras.ops.cast(value, variable.dtype))
+
+
+def _load_weights_file(model: keras.Model, weights: str) -> None:
+    """`model.load_weights`, also for files with separate query/key/value layers.
+
+    Model directories written before the attention projections were fused
+    hold `attention/{query,key,value}` groups where the model now has one
+    `attention/qkv`; such a file is rewritten into a temporary copy with the
+    groups merged (`names.fuse_qkv`'s layout) and loaded from there.
+    """
+    import h5py
+
+    with h5py.File(weights, "r") as f:
+        groups = []
+        f.visit(lambda name: groups.append(name[: -len("/query")])
+                if name.endswith("/attention/query") else None)
+    if not groups:
+        model.load_weights(weights)
+        return
+    with tempfile.TemporaryDirectory(prefix="tfbert-weights-") as tmp:
+        copy = os.path.join(tmp, WEIGHTS_FILE)
+        with h5py.File(weights, "r") as src, h5py.File(copy, "w") as dst:
+            for key in src:
+                src.copy(src[key], dst, name=key)
+            for key, value in src.attrs.items():
+                dst.attrs[key] = value
+            for group in groups:
+                parts = [dst[f"{group}/{p}/vars"] for p in names.QKV]
+                fused = dst.create_group(f"{group}/qkv/vars")
+                for index in ("0", "1"):  # kernel, bias
+                    fused[index] = np.concatenate([np.asarray(p[index]) for p in parts], axis=-1)
+                for p in names.QKV:
+                    del dst[f"{group}/{p}"]
+        model.load_weights(copy)
 
 
 def _hf_values(path: str, config: BertConfig) -> dict[str, np.ndarray]:

@@ -8,9 +8,20 @@ TF1 kernels are already [in, out], except the NSP `output_weights` ([2, H]).
 keras-hub presets (`keras_hub.models.BertBackbone`) have a table of their own,
 `KERAS_HUB_ENCODER_NAMES`, keyed by the backbone's variable paths; see
 `keras_hub_shapes` for the one kind of reshape it needs.
+
+The tables' tfbert paths are those of BERT's parameters, one per checkpoint
+tensor. The model itself holds each layer's query, key and value
+projections as one fused variable pair (`layer_{i}/attention/qkv/kernel`
+`[H, 3H]` and `.../bias` `[3H]`, see `tfbert.layers.SelfAttention`):
+`fuse_qkv` and `split_qkv` convert between the two views, so the tables and
+every checkpoint format keep BERT's names.
 """
 
 from __future__ import annotations
+
+import re
+
+import numpy as np
 
 ENCODER_NAMES: list[tuple[str, str, str]] = [
     ("embeddings/word_embeddings/embeddings", "embeddings.word_embeddings.weight",
@@ -126,6 +137,51 @@ def expand(table: list[tuple[str, str, str]], num_layers: int) -> list[tuple[str
         else:
             rows.append(row)
     return rows
+
+
+QKV = ("query", "key", "value")
+_QKV_PATH = re.compile(r"^(.*/attention)/(query|key|value)/(kernel|bias)$")
+
+
+def fuse_qkv(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Table paths -> model paths: each layer's query/key/value weights become `qkv`.
+
+    The fused kernel is `concat([query, key, value], axis=-1)` (`[H, 3H]`),
+    the bias likewise (`[3H]`). A layer whose three projections are not all
+    present keeps what it has, so that `assign_weights` names them as missing.
+
+    Example:
+        >>> v = {f"layer_0/attention/{p}/bias": np.full(2, i) for i, p in enumerate(QKV)}
+        >>> fuse_qkv(v)["layer_0/attention/qkv/bias"].tolist()
+        [0, 0, 1, 1, 2, 2]
+    """
+    fused = dict(values)
+    for prefix, weight in {(m[1], m[3]) for m in map(_QKV_PATH.match, values) if m}:
+        parts = [f"{prefix}/{projection}/{weight}" for projection in QKV]
+        if all(p in values for p in parts):
+            fused[f"{prefix}/qkv/{weight}"] = np.concatenate([values[p] for p in parts], axis=-1)
+            for p in parts:
+                del fused[p]
+    return fused
+
+
+def split_qkv(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Model paths -> table paths: the inverse of `fuse_qkv`.
+
+    Example:
+        >>> split = split_qkv({"layer_0/attention/qkv/kernel": np.arange(12).reshape(2, 6)})
+        >>> split["layer_0/attention/key/kernel"].tolist()
+        [[2, 3], [8, 9]]
+    """
+    split = {}
+    for path, value in values.items():
+        prefix, _, weight = path.rpartition("/qkv/")
+        if not prefix or not prefix.endswith("/attention"):
+            split[path] = value
+            continue
+        for projection, part in zip(QKV, np.split(value, 3, axis=-1), strict=True):
+            split[f"{prefix}/{projection}/{weight}"] = part
+    return split
 
 
 def hf_transposed(tfbert_path: str) -> bool:

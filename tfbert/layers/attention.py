@@ -1,12 +1,17 @@
 """Multi-head self-attention whose core runs as one XLA-compiled function.
 
-The projections (query/key/value/output) are ordinary Keras Dense layers built
-in `build()`. Only the math between them -- QK^T/sqrt(d), padding bias,
-softmax, dropout, weighted sum of V -- goes through `tf.function(
-jit_compile=True)`, so XLA fuses the memory-bound softmax/mask/scale chain
-between the two batched matmuls. No variable is created or read inside the
-compiled function: variables created lazily inside an XLA function were
-unreadable by the TF1 SavedModel loader and had no gradients.
+The projections are `FusedDense` layers built in `build()`: one `qkv`
+projection (kernel `[H, 3H]`, the query, key and value kernels side by side,
+so one big matmul instead of three small ones) and one `output` projection.
+Checkpoints keep BERT's separate query/key/value names: the loaders and
+writers in `tfbert.checkpoints` split and merge the `qkv` weights. Only the
+math between the projections -- QK^T/sqrt(d), padding bias, softmax,
+dropout, weighted sum of V -- goes through `tf.function(jit_compile=True)`,
+so XLA fuses the memory-bound softmax/mask/scale chain between the two
+batched matmuls (and the split of `qkv` into the matmuls' operands). No
+variable is created or read inside the compiled function: variables created
+lazily inside an XLA function were unreadable by the TF1 SavedModel loader
+and had no gradients.
 """
 
 from __future__ import annotations
@@ -14,22 +19,25 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfbert.layers.dense import FusedDense
 from tfbert.layers.initializers import bert_initializer
 
 
-def attention_core(query: tf.Tensor, key: tf.Tensor, value: tf.Tensor, mask: tf.Tensor,
-                   dropout_rate: float = 0.0, seed: tf.Tensor | None = None) -> tf.Tensor:
-    """Scaled dot-product attention over [batch, seq, heads, head_size] tensors.
+def attention_core(qkv: tf.Tensor, mask: tf.Tensor, dropout_rate: float = 0.0,
+                   seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Scaled dot-product attention over packed query/key/value heads.
 
     Args:
-        query, key, value: float tensors `[B, T, N, D]`.
+        qkv: float `[B, T, 3, N, D]`: query, key and value (axis 2) for
+            N heads of width D.
         mask: `[B, T]` with 1 for real tokens, 0 for padding (keys only).
         dropout_rate: dropout on the attention probabilities; needs `seed`.
         seed: int32 `[2]` seed for stateless dropout (deterministic per step).
 
     Returns:
-        `[B, T, N, D]` context vectors, in the dtype of `query`.
+        `[B, T, N, D]` context vectors, in the dtype of `qkv`.
     """
+    query, key, value = tf.unstack(qkv, 3, axis=2)
     head_size = tf.cast(tf.shape(query)[-1], tf.float32)
     # Softmax in float32 also under mixed precision: bf16/fp16 logits lose
     # the small differences that decide the attention distribution.
@@ -54,7 +62,7 @@ xla_attention_core = tf.function(attention_core, jit_compile=True, reduce_retrac
 
 @keras.saving.register_keras_serializable(package="tfbert")
 class SelfAttention(keras.layers.Layer):
-    """BERT multi-head self-attention: projections around an XLA core.
+    """BERT multi-head self-attention: fused projections around an XLA core.
 
     Attention dropout is stateless Philox dropout inside the core; its seed
     comes from the layer's own `seed_generator` (a Keras variable, so it is
@@ -94,43 +102,36 @@ class SelfAttention(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.xla = xla
         width = num_heads * head_size
-
-        def dense(name):
-            # An initializer of its own for each kernel: one shared instance
-            # has one seed and would give all four the same initial values.
-            return keras.layers.Dense(width, kernel_initializer=bert_initializer(initializer_range),
-                                      name=name)
-
-        self.query = dense("query")
-        self.key = dense("key")
-        self.value = dense("value")
-        self.output_dense = dense("output")
+        # Initializers of their own: one shared instance has one seed and
+        # would give both kernels the same initial values. The qkv kernel is
+        # drawn as one [H, 3H] block: the same truncated normal, elementwise,
+        # as three separate [H, H] kernels.
+        self.qkv = FusedDense(3 * width, kernel_initializer=bert_initializer(initializer_range),
+                              name="qkv")
+        self.output_dense = FusedDense(width,
+                                       kernel_initializer=bert_initializer(initializer_range),
+                                       name="output")
         # No fixed seed: the start value comes from the global seed state.
         self.seed_generator = keras.random.SeedGenerator()
 
     def build(self, input_shape):
         # Sublayers are built here, before any call reaches the compiled core.
-        for dense in (self.query, self.key, self.value):
-            dense.build(input_shape)
+        self.qkv.build(input_shape)
         self.output_dense.build(tuple(input_shape[:-1]) + (self.num_heads * self.head_size,))
         self.built = True
 
-    def _split_heads(self, x):
-        batch, seq = tf.shape(x)[0], tf.shape(x)[1]
-        return tf.reshape(x, [batch, seq, self.num_heads, self.head_size])
-
     def call(self, hidden, attention_mask, training=False):
-        q = self._split_heads(self.query(hidden))
-        k = self._split_heads(self.key(hidden))
-        v = self._split_heads(self.value(hidden))
+        batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
+        # [B*T, 3H] -> [B, T, 3, N, D]: a free reshape, the kernel's columns
+        # are query | key | value, each head-major.
+        qkv = tf.reshape(self.qkv(hidden), [batch, seq, 3, self.num_heads, self.head_size])
         rate = self.attention_dropout if training else 0.0
         seed = None
         if rate > 0.0:
             seed = tf.cast(keras.random.randint((2,), 0, 2**30, seed=self.seed_generator),
                            tf.int32)
         core = xla_attention_core if self.xla else attention_core
-        context = core(q, k, v, tf.cast(attention_mask, tf.int32), rate, seed)
-        batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
+        context = core(qkv, tf.cast(attention_mask, tf.int32), rate, seed)
         context = tf.reshape(context, [batch, seq, self.num_heads * self.head_size])
         return self.output_dense(context)
 

@@ -74,8 +74,10 @@ class MaskedLMHead(keras.layers.Layer):
         picked = tf.gather(sequence_output, tf.cast(masked_positions, tf.int32), batch_dims=1)
         x = self.layer_norm(self._activation(self.transform(picked)))
         table = tf.cast(self.word_embeddings.embeddings, x.dtype)
-        logits = tf.matmul(x, table, transpose_b=True)
-        return logits + tf.cast(self.bias, x.dtype)
+        # The vocabulary matmul at the compute dtype (it is most of the head's
+        # work), the logits themselves in float32 under any policy.
+        logits = tf.cast(tf.matmul(x, table, transpose_b=True), tf.float32)
+        return logits + tf.cast(self.bias, tf.float32)
 
     def compute_output_shape(self, sequence_output_shape, masked_positions_shape):
         return tuple(masked_positions_shape) + (self.word_embeddings.input_dim,)

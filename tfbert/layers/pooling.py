@@ -33,10 +33,12 @@ class MaskedMeanPooling(keras.layers.Layer):
     """
 
     def call(self, sequence, input_mask):
-        mask = tf.cast(input_mask, sequence.dtype)[:, :, tf.newaxis]
+        # Summed in float32: a bfloat16 sum over hundreds of tokens loses digits.
+        sequence = tf.cast(sequence, tf.float32)
+        mask = tf.cast(input_mask, tf.float32)[:, :, tf.newaxis]
         total = tf.reduce_sum(sequence * mask, axis=1)
-        count = tf.maximum(tf.reduce_sum(mask, axis=1), tf.cast(1e-9, sequence.dtype))
-        return total / count
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1e-9)
+        return tf.cast(total / count, self.compute_dtype)
 
     def compute_output_shape(self, sequence_shape, input_mask_shape=None):
         return (sequence_shape[0], sequence_shape[-1])

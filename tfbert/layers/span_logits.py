@@ -37,7 +37,7 @@ class SpanLogits(keras.layers.Layer):
         super().__init__(**kwargs)
         self.initializer_range = initializer_range
         self.dense = keras.layers.Dense(2, kernel_initializer=bert_initializer(initializer_range),
-                                        name="dense")
+                                        dtype="float32", name="dense")
 
     def build(self, sequence_output_shape, input_mask_shape=None):
         self.dense.build(sequence_output_shape)

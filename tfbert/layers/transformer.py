@@ -6,7 +6,9 @@ import keras
 
 from tfbert.layers.activations import bert_activation
 from tfbert.layers.attention import SelfAttention
+from tfbert.layers.dense import FusedDense
 from tfbert.layers.initializers import bert_initializer
+from tfbert.layers.normalization import AddLayerNorm
 
 
 @keras.saving.register_keras_serializable(package="tfbert")
@@ -22,7 +24,9 @@ class TransformerBlock(keras.layers.Layer):
         attention_dropout: dropout on attention probabilities.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: stddev of the truncated-normal initializer.
-        xla_attention: compile the attention core with XLA.
+        xla_attention: compile the attention core and the two add & LayerNorm
+            steps with XLA (each its own small XLA function; the matmuls stay
+            TensorFlow ops, see `FusedDense`).
 
     Call args:
         hidden: `[B, T, hidden_size]` float inputs.
@@ -54,23 +58,24 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.xla_attention = xla_attention
-        self._activation = bert_activation(hidden_act)
         self.attention = SelfAttention(
             num_heads=num_heads, head_size=hidden_size // num_heads,
             attention_dropout=attention_dropout, initializer_range=initializer_range,
             xla=xla_attention, name="attention")
         self.attention_dropout_layer = keras.layers.Dropout(hidden_dropout)
-        self.attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_eps, name="attention_layer_norm")
+        # Residual add + LayerNorm: XLA islands beside the attention core.
+        self.attention_layer_norm = AddLayerNorm(
+            epsilon=layer_norm_eps, xla=xla_attention, name="attention_layer_norm")
         # An initializer (so a seed) of its own for each kernel.
-        self.intermediate = keras.layers.Dense(
-            intermediate_size, kernel_initializer=bert_initializer(initializer_range),
-            name="intermediate")
-        self.output_dense = keras.layers.Dense(
+        # The activation inside the layer: matmul + bias + GELU fuse into one kernel.
+        self.intermediate = FusedDense(
+            intermediate_size, activation=bert_activation(hidden_act),
+            kernel_initializer=bert_initializer(initializer_range), name="intermediate")
+        self.output_dense = FusedDense(
             hidden_size, kernel_initializer=bert_initializer(initializer_range), name="output")
         self.output_dropout = keras.layers.Dropout(hidden_dropout)
-        self.output_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_eps, name="output_layer_norm")
+        self.output_layer_norm = AddLayerNorm(
+            epsilon=layer_norm_eps, xla=xla_attention, name="output_layer_norm")
 
     def build(self, input_shape):
         self.attention.build(input_shape)
@@ -83,10 +88,9 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, hidden, attention_mask, training=False):
         attended = self.attention(hidden, attention_mask, training=training)
         attended = self.attention_dropout_layer(attended, training=training)
-        hidden = self.attention_layer_norm(hidden + attended)
-        inner = self._activation(self.intermediate(hidden))
-        out = self.output_dropout(self.output_dense(inner), training=training)
-        return self.output_layer_norm(hidden + out)
+        hidden = self.attention_layer_norm(attended, hidden)
+        out = self.output_dropout(self.output_dense(self.intermediate(hidden)), training=training)
+        return self.output_layer_norm(out, hidden)
 
     def compute_output_shape(self, hidden_shape, attention_mask_shape=None):
         return hidden_shape

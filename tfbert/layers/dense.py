@@ -1,0 +1,41 @@
+"""A Dense layer whose matmul, bias and activation run as one oneDNN kernel."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="tfbert")
+class FusedDense(keras.layers.Dense):
+    """`keras.layers.Dense` computed as `MatMul -> BiasAdd -> activation` on 2-D rows.
+
+    Same arguments, variables (`kernel`, `bias`) and weight files as
+    `keras.layers.Dense`; only the graph differs. Keras' Dense multiplies a
+    `[B, T, H]` input with `tensordot` and adds the bias with `AddV2`, a shape
+    TensorFlow's grappler remapper cannot fuse. Here the input is flattened to
+    `[B*T, H]` rows and the bias goes through `tf.nn.bias_add`, so the remapper
+    rewrites matmul + bias + GELU/ReLU/tanh into one `_FusedMatMul` (oneDNN on
+    x86): the activation is applied while the output tile is still in cache.
+    On the MiniLM feed-forward shape that takes the bfloat16 block from 424 to
+    717 GFLOP/s and the float32 one from 358 to 404 (see BENCHMARKS.md). LoRA
+    and Keras' quantized modes of Dense are not supported.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = FusedDense(8, activation="gelu")
+    >>> layer(np.ones((2, 3, 4), "float32")).shape
+    TensorShape([2, 3, 8])
+    """
+
+    def call(self, inputs, training=None):
+        rows = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
+        outputs = tf.matmul(rows, tf.cast(self.kernel, self.compute_dtype))
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, self.compute_dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        if inputs.shape.rank == 2:
+            return outputs
+        return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], axis=0))

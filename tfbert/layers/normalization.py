@@ -1,0 +1,80 @@
+"""Residual add + LayerNorm as one XLA-compiled function."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def add_layer_norm(inputs: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor,
+                   epsilon: float) -> tf.Tensor:
+    """`LayerNorm(inputs + residual)` over the last axis, statistics in float32.
+
+    Args:
+        inputs, residual: float tensors of one shape (any float dtype).
+        gamma, beta: `[H]` scale and offset.
+        epsilon: added to the variance.
+
+    Returns:
+        The normalised sum, in the dtype of `inputs`.
+    """
+    # The same math as keras.ops.layer_normalization (population variance).
+    x = tf.cast(inputs, tf.float32) + tf.cast(residual, tf.float32)
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    normalized = (x - mean) * tf.math.rsqrt(variance + epsilon)
+    return tf.cast(normalized * tf.cast(gamma, tf.float32) + tf.cast(beta, tf.float32),
+                   inputs.dtype)
+
+
+# One compiled function for the process, as `xla_attention_core`: XLA fuses
+# the add, the two reductions, the casts and the affine map into one pass
+# over the activations, where TensorFlow ops take six.
+xla_add_layer_norm = tf.function(add_layer_norm, jit_compile=True, reduce_retracing=True)
+
+
+@keras.saving.register_keras_serializable(package="tfbert")
+class AddLayerNorm(keras.layers.LayerNormalization):
+    """`LayerNormalization` of `inputs + residual`, XLA-compiled.
+
+    The same variables (`gamma`, `beta`) and weight files as
+    `keras.layers.LayerNormalization` over the last axis; the residual add of
+    a transformer block and the normalisation run as one XLA function (or,
+    with `xla=False`, the same math as TensorFlow ops). Statistics are
+    float32 under any dtype policy; the output has the input's dtype.
+
+    Args:
+        epsilon: added to the variance.
+        xla: compile with XLA.
+
+    Call args:
+        inputs: `[..., H]` floats.
+        residual: floats of the same shape, added first.
+
+    Example:
+
+    >>> import numpy as np
+    >>> norm = AddLayerNorm(epsilon=1e-12)
+    >>> x = np.array([[1.0, 3.0]], "float32")
+    >>> norm(x, x).numpy().round(4).tolist()
+    [[-1.0, 1.0]]
+    """
+
+    def __init__(self, *, epsilon: float = 1e-12, xla: bool = True, **kwargs):
+        super().__init__(epsilon=epsilon, **kwargs)
+        self.xla = xla
+
+    def call(self, inputs, residual):
+        norm = xla_add_layer_norm if self.xla else add_layer_norm
+        inputs = tf.cast(inputs, self.compute_dtype)
+        # Variables are read here, outside the compiled function (as for the
+        # attention core): XLA functions get tensors only.
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        return norm(inputs, tf.cast(residual, self.compute_dtype), gamma, beta, self.epsilon)
+
+    def compute_output_shape(self, input_shape, residual_shape=None):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(xla=self.xla)
+        return config
