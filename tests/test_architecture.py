@@ -18,7 +18,7 @@ PACKAGE = os.path.join(ROOT, "tfbert")
 # A part may import only parts of a lower level (docs/ARCHITECTURE.md).
 LEVELS = {
     "errors": 0, "files": 0,
-    "config": 1, "saved_model": 1,
+    "config": 1, "precision": 1, "saved_model": 1,
     "text": 2, "layers": 2, "serving": 2,
     "models": 3, "data": 3,
     "tasks": 4,

@@ -30,13 +30,13 @@ FLAGS = {
                  "--batch-size",
                  "--seq-len", "--learning-rate", "--mask-rate", "--whole-word-masking",
                  "--resume", "--warmup", "--max-predictions-per-seq", "--optimizer",
-                 "--checkpoint-every", "--strategy", "--mixed-precision", "--seed",
+                 "--checkpoint-every", "--strategy", "--precision", "--compile", "--seed",
                  "--steps-per-epoch", "--dupe-factor", "--short-seq-prob", "--prepare",
                  "--prepare-only", "--shards", "--cased", "--uncased", "--quiet",
                  "--accumulation-steps", "--tensorboard"],
     "finetune": ["--task", "--train", "--validation", "--init", "--output", "--epochs",
                  "--batch-size", "--learning-rate", "--warmup", "--max-seq-length", "--pooling",
-                 "--resume", "--checkpoint-every", "--seed", "--no-xla",
+                 "--resume", "--checkpoint-every", "--seed", "--precision", "--compile",
                  "--accumulation-steps", "--strategy", "--tensorboard", "--early-stopping",
                  "--monitor", "--save-best", "--long-inputs", "--doc-stride",
                  "--max-query-length"],
@@ -100,8 +100,8 @@ def test_command_help_documents_its_flags(command, capsys):
 def test_defaults_are_kept():
     args = build_parser().parse_args(["finetune", "--train", "t", "--init", "i", "--output", "o"])
     assert (args.task, args.epochs, args.batch_size, args.learning_rate, args.warmup,
-            args.max_seq_length, args.pooling, args.seed, args.jit_compile) == (
-        "classify", 3, 32, 5e-5, 0.1, 128, "cls", 0, True)
+            args.max_seq_length, args.pooling, args.seed, args.precision, args.compile) == (
+        "classify", 3, 32, 5e-5, 0.1, 128, "cls", 0, "fp32", None)
     args = build_parser().parse_args(["pretrain", "--corpus", "c", "--vocab", "v", "--config",
                                       "mini", "--output", "o"])
     assert (args.steps, args.batch_size, args.seq_len, args.mask_rate, args.optimizer,

@@ -391,7 +391,7 @@ def test_minilm_continues_pretraining_far_ahead_of_a_fresh_model(minilm_dir, tmp
                              for text, label in [("the doctor sold a red car", "sale"),
                                                  ("the pilot found an apple", "find")] * 8))
     run_finetune(str(train), continued, str(tmp_path / "classifier"), epochs=1, batch_size=8,
-                 max_seq_length=16, jit_compile=False, verbose=0)
+                 max_seq_length=16, compile="attention", verbose=0)
     assert tfbert.load_model(tmp_path / "classifier")[1].labels == ["find", "sale"]
     path, report = export_model(continued, "continued", base=tmp_path / "sm", xla=False)
     assert report.ok, report.problems

@@ -70,7 +70,7 @@ def trained(minilm_dir, tmp_path_factory):
     model = run_finetune(train, make_tiny_init_dir(minilm_dir, str(root / "init")), model_dir,
                          validation=validation, epochs=1, batch_size=16, learning_rate=1e-2,
                          warmup=0.0, max_seq_length=16, pooling="mean", task="multilabel",
-                         verbose=0, jit_compile=False)  # compiles faster; see test_regress
+                         verbose=0, compile="attention")  # compiles faster; see test_regress
     return {"root": root, "model_dir": model_dir, "model": model, "train": train,
             "validation": validation, "test": test, "info": read_task_info(model_dir),
             "tokenizer": load_tokenizer(model_dir)}

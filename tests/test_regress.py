@@ -75,9 +75,9 @@ def trained(minilm_dir, tmp_path_factory):
                  "--max-seq-length", "16", "--pooling", "mean",
                  # The task's callback adds val_spearman before --save-best looks.
                  "--save-best", "--monitor", "val_spearman",
-                 # A train step without XLA compiles in half the time (the
-                 # attention core stays XLA-compiled); other tests cover --xla.
-                 "--no-xla"]) == 0
+                 # A train step without whole-step XLA compiles in half the
+                 # time; other tests cover --compile whole.
+                 "--compile", "attention"]) == 0
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["evaluate", "--model", model_dir, "--data", test]) == 0

@@ -162,14 +162,14 @@ def test_finetune_with_accumulation_matches_the_big_batch_and_logs_to_tensorboar
     task = classify_without_dropout
     reference = run_finetune(data["train"], data["init"], str(data["root"] / "big"), epochs=2,
                              batch_size=8, learning_rate=1e-3, max_seq_length=16, seed=3,
-                             warmup=0.0, verbose=0, task=task, jit_compile=False)
+                             warmup=0.0, verbose=0, task=task, compile="attention")
 
     out, logs = data["root"] / "accumulated", data["root"] / "logs"
     assert main(["finetune", "--task", task, "--train", data["train"], "--validation",
                  data["validation"], "--init", data["init"], "--output", str(out),
                  "--epochs", "2", "--batch-size", "8", "--accumulation-steps", "4",
                  "--learning-rate", "1e-3", "--max-seq-length", "16", "--seed", "3",
-                 "--warmup", "0", "--no-xla", "--tensorboard", str(logs)]) == 0
+                 "--warmup", "0", "--compile", "attention", "--tensorboard", str(logs)]) == 0
     # Micro-batches of 2 hold the examples of the batches of 8: same weights.
     model, _ = tfbert.load_model(out)
     for a, b in zip(model.weights, reference.weights, strict=True):
@@ -196,7 +196,7 @@ def test_early_stopping_ships_the_best_epoch(data):
     # validation gets worse from then on).
     run_finetune(data["train"], data["init"], str(out), validation=data["flipped"], epochs=8,
                  batch_size=8, learning_rate=1e-2, max_seq_length=16, seed=0, verbose=0,
-                 early_stopping=2, monitor="val_loss", jit_compile=False, pooling="mean")
+                 early_stopping=2, monitor="val_loss", compile="attention", pooling="mean")
     history = json.load(open(out / "history.json"))
     losses = [r["val_loss"] for r in history]
     best = int(np.argmin(losses))

@@ -7,13 +7,15 @@ that is the command's verdict, not an error.
 >>> parser = argparse.ArgumentParser()
 >>> register(parser.add_subparsers(dest="command"))
 >>> args = parser.parse_args(["export", "--model", "runs/clf", "--name", "clf", "--no-xla"])
->>> args.base, args.version, args.xla, args.warmup
-('savedmodels', None, False, 'full')
+>>> args.base, args.version, args.xla, args.warmup, args.precision, args.compile
+('savedmodels', None, False, 'full', 'fp32', None)
 """
 
 from __future__ import annotations
 
 import argparse
+
+from tfbert.cli.training_flags import add_precision_arguments
 
 # tfbert.export.warmup.WARMUP_MODES; spelled here so `tfbert --help` imports no TensorFlow.
 WARMUP_MODES = ("none", "minimal", "full")
@@ -32,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-seq-length", type=int, help="token cap (default: the model's)")
     p.add_argument("--no-xla", dest="xla", action="store_false",
                    help="no XLA functions, for servers without --xla_*_compilation_enabled")
+    add_precision_arguments(p, "serve")
     p.add_argument("--warmup", choices=WARMUP_MODES, default="full",
                    help="requests written to assets.extra/tf_serving_warmup_requests, which TF "
                    "Serving and `tfbert serve` replay before serving the version, so that no "
@@ -58,6 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     path, report = export_model(args.model, args.name, base=args.base, version=args.version,
                                 xla=args.xla, max_seq_length=args.max_seq_length,
+                                precision=args.precision, compile=args.compile,
                                 warmup=args.warmup)
     print(report.summary())
     print(f"tfbert export: wrote {path}")

@@ -8,8 +8,8 @@ which imports no TensorFlow); a task that `tfbert finetune` does not train
 >>> parser = argparse.ArgumentParser()
 >>> register(parser.add_subparsers(dest="command"))
 >>> args = parser.parse_args(["finetune", "--train", "t.csv", "--init", "m", "--output", "o"])
->>> args.task, args.epochs, args.batch_size, args.jit_compile
-('classify', 3, 32, True)
+>>> args.task, args.epochs, args.batch_size, args.precision, args.compile
+('classify', 3, 32, 'fp32', None)
 >>> args.accumulation_steps, args.strategy, args.monitor, args.save_best
 (1, None, 'val_loss', False)
 """
@@ -66,8 +66,6 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int,
                    help="optimizer steps between checkpoints (default: each epoch, <= 100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-xla", dest="jit_compile", action="store_false",
-                   help="do not compile the train step with XLA")
     add_training_arguments(p)
     p.add_argument("--strategy", choices=("mirrored", "multiworker", "tpu"), default=None,
                    help="distribute over local devices (all GPUs, else the logical CPUs), "
@@ -135,7 +133,8 @@ def run_finetune(args: argparse.Namespace) -> int:
              epochs=args.epochs, batch_size=args.batch_size,
              learning_rate=args.learning_rate, warmup=args.warmup,
              max_seq_length=args.max_seq_length, pooling=args.pooling,
-             resume=args.resume, seed=args.seed, jit_compile=args.jit_compile,
+             resume=args.resume, seed=args.seed, precision=args.precision,
+             compile=args.compile,
              checkpoint_every=args.checkpoint_every, task=args.task,
              accumulation_steps=args.accumulation_steps, strategy=args.strategy,
              tensorboard=args.tensorboard, early_stopping=args.early_stopping,

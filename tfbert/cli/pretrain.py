@@ -120,7 +120,6 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the last checkpoint in --output")
     parser.add_argument("--strategy", choices=("mirrored", "multiworker", "tpu"), default=None,
                         help="distribute over local devices, workers (TF_CONFIG) or a TPU")
-    parser.add_argument("--mixed-precision", choices=("bf16", "fp16"), default=None)
     add_training_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--steps-per-epoch", type=positive_int, default=None, metavar="N",
@@ -177,7 +176,7 @@ def run_pretrain_command(args: argparse.Namespace) -> int:
         mask_rate=args.mask_rate, max_predictions_per_seq=args.max_predictions_per_seq,
         whole_word_masking=args.whole_word_masking, optimizer=args.optimizer,
         checkpoint_every=args.checkpoint_every, resume=args.resume, strategy=args.strategy,
-        mixed_precision=args.mixed_precision, seed=args.seed, lowercase=args.lowercase,
+        precision=args.precision, compile=args.compile, seed=args.seed, lowercase=args.lowercase,
         steps_per_epoch=args.steps_per_epoch, pair_options=options,
         verbose=0 if args.quiet else "auto", accumulation_steps=args.accumulation_steps,
         tensorboard=args.tensorboard)

@@ -1,11 +1,12 @@
-"""Flags that `tfbert finetune` and `tfbert pretrain` share: accumulation and TensorBoard.
+"""Flags that `tfbert finetune` and `tfbert pretrain` share: accumulation,
+precision, compile mode and TensorBoard.
 
 >>> import argparse
 >>> parser = argparse.ArgumentParser()
 >>> add_training_arguments(parser)
 >>> args = parser.parse_args(["--accumulation-steps", "4", "--tensorboard", "logs"])
->>> args.accumulation_steps, args.tensorboard
-(4, 'logs')
+>>> args.accumulation_steps, args.tensorboard, args.precision, args.compile
+(4, 'logs', 'fp32', None)
 """
 
 from __future__ import annotations
@@ -14,9 +15,28 @@ import argparse
 
 from tfbert.errors import ConfigError
 
+# The choices as literals: `tfbert --help` imports no TensorFlow.
+PRECISION_CHOICES = ("fp32", "bf16")
+COMPILE_CHOICES = ("whole", "attention", "none")
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """Add `--precision fp32|bf16` and `--compile whole|attention|none`."""
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                        help="bf16: bfloat16 matmuls and activations (softmax, LayerNorm "
+                        "statistics and logits stay float32); fast on GPUs of compute "
+                        "capability >= 8.0 and CPUs with AVX512_BF16 or AMX, slower elsewhere "
+                        "(a warning says so) (default fp32)")
+    what = "the train step" if purpose == "train" else "the whole model call"
+    parser.add_argument("--compile", choices=COMPILE_CHOICES, default=None,
+                        help=f"what XLA compiles: whole ({what}), attention (the attention "
+                        "core only) or none; default the fastest measured for this device and "
+                        "precision (README, 'Precision and compilation')")
+
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add `--accumulation-steps N` and `--tensorboard DIR`."""
+    """Add `--accumulation-steps N`, `--tensorboard DIR`, `--precision` and `--compile`."""
+    add_precision_arguments(parser, "train")
     parser.add_argument("--accumulation-steps", type=positive_int, default=1, metavar="N",
                         help="split each batch into N micro-batches of batch-size/N and apply "
                         "one update with their mean gradient (the memory of the small batch, "

@@ -6,6 +6,14 @@ Serving ignores, then renamed into place. A version directory is therefore
 either complete and checked, or absent. The warmup requests TF Serving
 replays before serving a version (`assets.extra/tf_serving_warmup_requests`,
 `tfbert.export.warmup`) are written into it too, and the check replays them.
+
+Precision and compilation (`tfbert.precision`): a bf16 export builds the
+model under the `bfloat16` policy, so the SavedModel stores bfloat16 weights
+(cast once, here) and computes in bfloat16, with float32 softmax, LayerNorm
+statistics and logits; its signatures take and return the same dtypes as an
+fp32 export. What XLA compiles is the compile mode: "whole" wraps the whole
+model call in one jit-compiled function (tokenization stays outside),
+"attention" compiles only the attention core, "none" nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ import shutil
 import tempfile
 
 import keras
+import tensorflow as tf
 
+from tfbert import precision as precisions
 from tfbert import tasks
 from tfbert.checkpoints import load_model
 from tfbert.errors import ExportError
@@ -40,10 +50,38 @@ def next_version(model_base: str) -> int:
     return max(versions, default=0) + 1
 
 
-def build_archive(model: keras.Model, info: TaskInfo,
-                  tokenizer: BertTokenizer) -> keras.export.ExportArchive:
-    """An `ExportArchive` with the task's signatures and the tokenizer tracked."""
-    funcs = tasks.get(info.task).endpoints(model, tokenizer, info)
+class WholeModelXla:
+    """A task model whose call runs as one XLA-compiled function.
+
+    The task endpoints call it like the model (`model(inputs, training=False)`);
+    everything else (layers, config) is the model's. XLA compiles one
+    executable per input shape; the padded widths are multiples of 16 and the
+    warmup requests cover them.
+    """
+
+    def __init__(self, model: keras.Model):
+        self._model = model
+        self._call = tf.function(lambda inputs: model(inputs, training=False),
+                                 jit_compile=True, reduce_retracing=True)
+
+    def __call__(self, inputs, training: bool = False):
+        if training:
+            raise ValueError("WholeModelXla is for serving: training=False only")
+        return self._call(inputs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+def build_archive(model: keras.Model, info: TaskInfo, tokenizer: BertTokenizer,
+                  compile: str = "attention") -> keras.export.ExportArchive:
+    """An `ExportArchive` with the task's signatures and the tokenizer tracked.
+
+    `compile="whole"` serves the model through `WholeModelXla`; the other
+    modes are the model's own (its config's `xla_attention`).
+    """
+    serving = WholeModelXla(model) if precisions.check_compile_mode(compile) == "whole" else model
+    funcs = tasks.get(info.task).endpoints(serving, tokenizer, info)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(tokenizer)
@@ -65,7 +103,8 @@ def _write_assets(directory: str, tokenizer: BertTokenizer, info: TaskInfo) -> N
 def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLike = "savedmodels",
                  version: int | None = None, xla: bool = True, max_seq_length: int | None = None,
                  check: bool = True, verbose: bool = False,
-                 warmup: str = DEFAULT_WARMUP) -> tuple[str, CheckReport | None]:
+                 warmup: str = DEFAULT_WARMUP, precision: str = "fp32",
+                 compile: str | None = None) -> tuple[str, CheckReport | None]:
     """Export a model directory as `<base>/<name>/<version>/`.
 
     Args:
@@ -75,9 +114,9 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         name: model name (the TF Serving `model_name`).
         base: the TF Serving `model_base_path` root.
         version: version number; default the next free one.
-        xla: compile the attention core with XLA (TF Serving then needs
-            `--xla_{cpu,gpu}_compilation_enabled=true`); False for servers
-            that cannot.
+        xla: use XLA at all (TF Serving then needs
+            `--xla_{cpu,gpu}_compilation_enabled=true`); False (compile mode
+            "none") for servers that cannot.
         max_seq_length: cap on tokens per input; default the length the model
             was trained with (at most its position table).
         check: run `check_saved_model` before publishing (it also replays
@@ -86,6 +125,11 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         warmup: warmup requests written to `assets.extra/`: "full" (every
             padded width times the server's batch sizes), "minimal" (every
             width at batch size 1) or "none" (see `tfbert.export.warmup`).
+        precision: "fp32" or "bf16" (bfloat16 weights and compute; see the
+            module docstring). bf16 warns where it is not the fast path.
+        compile: "whole", "attention" or "none"; default the measured best
+            for this device and precision (`tfbert.precision.compile_policy`).
+            The export is compiled for the device kind it is made on.
 
     Returns:
         The version directory and the check report (None without check).
@@ -94,7 +138,13 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         raise ExportError(f"invalid model name {name!r}")
     if warmup not in WARMUP_MODES:
         raise ExportError(f"--warmup must be one of {', '.join(WARMUP_MODES)}, got {warmup!r}")
-    model, info = load_model(model_dir, {"xla_attention": xla})
+    precisions.check_precision(precision)
+    mode = precisions.check_compile_mode(compile or precisions.compile_policy(precision, "serve"))
+    if not xla:
+        mode = "none"
+    precisions.warn_if_slow(precision, "tfbert export")
+    with precisions.dtype_policy(precisions.serving_policy(precision)):
+        model, info = load_model(model_dir, {"xla_attention": mode != "none"})
     spec = tasks.get(info.task)
     positions = encoder_config(model).max_position_embeddings
     if max_seq_length is not None and max_seq_length > positions:
@@ -114,7 +164,7 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
     tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the server may run as another user
     try:
-        archive = build_archive(model, info, tokenizer)
+        archive = build_archive(model, info, tokenizer, mode)
         archive.write_out(tmp, verbose=verbose)
         for signature, method in spec.signature_methods.items():
             set_method_name(tmp, signature, method)

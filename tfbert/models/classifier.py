@@ -42,7 +42,9 @@ def build_classifier(encoder: keras.Model, num_classes: int, pooling: str = "cls
     pooled = pooled_text(encoder, inputs, pooling)
     pooled = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
     init = bert_initializer(encoder_config(encoder).initializer_range)
-    logits = keras.layers.Dense(num_classes, kernel_initializer=init, name="logits")(pooled)
+    # float32 logits also under a bf16 policy (`tfbert.precision`).
+    logits = keras.layers.Dense(num_classes, kernel_initializer=init, dtype="float32",
+                                name="logits")(pooled)
     return keras.Model(inputs, logits, name=name)
 
 

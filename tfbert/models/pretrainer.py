@@ -47,7 +47,7 @@ class BertPretrainer(keras.Model):
             name="mlm",
         )(outputs["sequence_output"], inputs["masked_lm_positions"])
         nsp = keras.layers.Dense(2, kernel_initializer=bert_initializer(config.initializer_range),
-                                 name="nsp")(outputs["pooled_output"])
+                                 dtype="float32", name="nsp")(outputs["pooled_output"])
         super().__init__(inputs, {"mlm": mlm, "nsp": nsp}, name=name, **kwargs)
 
     def get_config(self):

@@ -35,5 +35,6 @@ def build_regressor(encoder: keras.Model, pooling: str = "cls", dropout: float =
     pooled = pooled_text(encoder, inputs, pooling)
     pooled = keras.layers.Dropout(dropout, name="regressor_dropout")(pooled)
     init = bert_initializer(encoder_config(encoder).initializer_range)
-    score = keras.layers.Dense(1, kernel_initializer=init, name="score")(pooled)
+    score = keras.layers.Dense(1, kernel_initializer=init, dtype="float32",
+                               name="score")(pooled)
     return keras.Model(inputs, keras.ops.squeeze(score, axis=-1), name=name)

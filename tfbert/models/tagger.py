@@ -48,7 +48,8 @@ def build_tagger(encoder: keras.Model, num_tags: int, dropout: float = 0.1,
     sequence = encoder(inputs)["sequence_output"]
     sequence = keras.layers.Dropout(dropout, name="tagger_dropout")(sequence)
     init = bert_initializer(encoder_config(encoder).initializer_range)
-    logits = keras.layers.Dense(num_tags, kernel_initializer=init, name="logits")(sequence)
+    logits = keras.layers.Dense(num_tags, kernel_initializer=init, dtype="float32",
+                                name="logits")(sequence)
     return keras.Model(inputs, logits, name=name)
 
 

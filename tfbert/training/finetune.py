@@ -28,6 +28,7 @@ import sys
 import keras
 import tensorflow as tf
 
+from tfbert import precision as precisions
 from tfbert import tasks
 from tfbert.checkpoints import load_encoder, load_model, save_model
 from tfbert.errors import ConfigError
@@ -48,7 +49,8 @@ from tfbert.training.strategy import can_jit_compile, is_chief, resolve_strategy
 def run_finetune(train: str, init: str, output: str, validation: str | None = None,
                  epochs: int = 3, batch_size: int = 32, learning_rate: float = 5e-5,
                  warmup: float = 0.1, max_seq_length: int = 128, pooling: str = "cls",
-                 resume: bool = False, seed: int = 0, jit_compile: bool = True,
+                 resume: bool = False, seed: int = 0, precision: str = "fp32",
+                 compile: str | None = None,
                  verbose: int | str = "auto", task: str = "classify",
                  checkpoint_every: int | None = None, accumulation_steps: int = 1,
                  strategy: str | tf.distribute.Strategy | None = None,
@@ -80,7 +82,14 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
         checkpoint_every: optimizer steps between checkpoints (default: every
             epoch, at most 100 steps).
         seed: shuffling and initialisation seed.
-        jit_compile: compile the whole train step with XLA.
+        precision: "fp32", or "bf16" (Keras' `mixed_bfloat16`: float32
+            weights, bfloat16 matmuls and activations; softmax, LayerNorm
+            statistics, logits and loss in float32). Warns where bf16 is not
+            the fast path (`tfbert.precision.bf16_support`). The written model
+            directory holds float32 weights either way.
+        compile: what XLA compiles: "whole" (the train step), "attention"
+            (the attention core only) or "none"; default the measured best
+            for this device and precision (`tfbert.precision.compile_policy`).
         task: a registered task name: "classify", "multilabel" (any number
             of labels per text; per-label thresholds tuned on `validation`),
             "regress" (one number per text; history `mse`, `pearson`,
@@ -135,6 +144,9 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
     micro_batch = split_batch(batch_size, accumulation_steps, dist)
     chief = is_chief(dist)
     board = tensorboard_callback(tensorboard) if tensorboard and chief else None
+    precisions.check_precision(precision)
+    mode = precisions.check_compile_mode(compile or precisions.compile_policy(precision, "train"))
+    precisions.warn_if_slow(precision, "tfbert finetune")
     keras.utils.set_random_seed(seed)
     tokenizer = load_tokenizer(init, max_seq_length=max_seq_length)
     if long_inputs not in ("truncate", "windows"):
@@ -151,11 +163,12 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
     data = spec.read_data(train, validation, tokenizer, info, micro_batch, seed)
     steps_per_epoch = math.ceil(data.train_size / batch_size)
     total = steps_per_epoch * epochs
-    with dist.scope():
-        model = spec.build_model(load_encoder(init), data.info)
+    with dist.scope(), precisions.dtype_policy(precisions.training_policy(precision)):
+        model = spec.build_model(load_encoder(init, xla_attention=mode != "none"), data.info)
         optimizer = create_optimizer("adamw", learning_rate, total, int(warmup * total),
                                      accumulation_steps=accumulation_steps)
-        spec.compile_model(model, optimizer, jit_compile=jit_compile and can_jit_compile(dist))
+        spec.compile_model(model, optimizer,
+                           jit_compile=mode == "whole" and can_jit_compile(dist))
         optimizer.build(model.trainable_variables)
 
     os.makedirs(output, exist_ok=True)
@@ -167,7 +180,7 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
         run_info={"task": task, "train": os.path.abspath(train), "init": os.path.abspath(init),
                   "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                   "max_seq_length": max_seq_length, "seed": seed, "pooling": pooling,
-                  "accumulation_steps": accumulation_steps},
+                  "accumulation_steps": accumulation_steps, "precision": precision},
         is_chief=chief, accumulation_steps=accumulation_steps)
     if resume:
         start = checkpoint.restore(model)

@@ -21,8 +21,10 @@ devices), "multiworker" (`TF_CONFIG`), "tpu" (`TPUClusterResolver`), or None.
 split evenly over the replicas (it must divide). That keeps the learning-rate
 / batch-size pairing and the data position of a checkpoint independent of the
 number of devices: a run resumed on other hardware continues with the same
-batches. The train step is XLA-compiled (`jit_compile=True`), except with
-replicas on several logical CPU devices, which XLA cannot span. (The
+batches. What XLA compiles follows `compile` (default: the measured best
+for the device and precision, `tfbert.precision.compile_policy`); a whole
+XLA step is never used with replicas on several logical CPU devices, which
+XLA cannot span. (The
 strategy helpers live in `tfbert.training.strategy`, shared with fine-tuning.)
 
 Gradient accumulation: `accumulation_steps=N` feeds micro-batches of
@@ -32,8 +34,8 @@ the learning-rate schedule count updates, and checkpoints fall between
 updates. Masks are drawn per micro-batch. Not under a strategy (Keras 3.15's
 accumulation cannot synchronise replicas; refused with a ConfigError).
 
-Mixed precision: "bf16" sets Keras' "mixed_bfloat16" policy, "fp16" sets
-"mixed_float16" and wraps the optimizer in Keras' `LossScaleOptimizer`.
+Precision: "bf16" trains under Keras' "mixed_bfloat16" policy (see
+`tfbert.precision`; bfloat16 has float32's range, so no loss scaling).
 Variables stay float32, so the saved model loads in float32. The global
 policy is restored when the run ends.
 
@@ -49,7 +51,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -58,6 +59,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from tfbert import precision as precisions
 from tfbert.checkpoints import load_pretrainer, read_bert_config, read_task_info, save_model
 from tfbert.config import PRESETS, BertConfig, ConfigError
 from tfbert.data.pretraining import (
@@ -78,7 +80,6 @@ from tfbert.training.strategy import is_chief as _is_chief
 
 OPTIMIZERS = ("adamw", "lamb")
 DEFAULT_OPTIMIZER = "adamw"
-MIXED_PRECISION = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 CHECKPOINT_DIR = "checkpoints"
 HISTORY_FILE = "history.json"
 # A small corpus makes short epochs; cap the number of epochs (history
@@ -95,7 +96,7 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
                     optimizer: str | None = None, checkpoint_every: int | None = None,
                     resume: bool = False,
                     strategy: str | tf.distribute.Strategy | None = None,
-                    mixed_precision: str | None = None, seed: int = 0,
+                    precision: str = "fp32", compile: str | None = None, seed: int = 0,
                     lowercase: bool | None = None, steps_per_epoch: int | None = None,
                     pair_options: PairOptions | None = None,
                     verbose: str | int = "auto", init: str | None = None,
@@ -128,7 +129,10 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
         resume: continue from the latest checkpoint in `output_dir` (a fresh
             start if there is none); False deletes old checkpoints.
         strategy: None, "mirrored", "multiworker", "tpu" or a strategy object.
-        mixed_precision: None, "bf16" or "fp16".
+        precision: "fp32" or "bf16" (`tfbert.precision`); bf16 warns where
+            it is not the fast path.
+        compile: "whole", "attention" or "none" (what XLA compiles); default
+            `tfbert.precision.compile_policy(precision, "train")`.
         seed: seeds initialisation, pair construction, shuffling and masks.
         lowercase: force the vocabulary's casing; default: read or inferred.
             With `init` the casing is the directory's; a different one is refused.
@@ -186,6 +190,8 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
     options = pair_options or PairOptions(seq_len=seq_len, seed=seed)
     if (options.seq_len, options.seed) != (seq_len, seed):
         raise ConfigError("pair_options.seq_len/seed must match seq_len/seed")
+    mode = precisions.check_compile_mode(compile or precisions.compile_policy(precision, "train"))
+    precisions.warn_if_slow(precision, "tfbert pretrain")
     dist = resolve_strategy(strategy)
     micro_batch = split_batch(batch_size, accumulation_steps, dist)
 
@@ -206,19 +212,20 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
                   "max_predictions_per_seq": max_predictions_per_seq,
                   "vocab_size": tokenizer.vocab_size, "num_pairs": source.num_pairs,
                   "init": init and os.path.abspath(init), "optimizer": optimizer,
-                  "accumulation_steps": accumulation_steps},
+                  "accumulation_steps": accumulation_steps, "precision": precision},
         is_chief=_is_chief(dist), accumulation_steps=accumulation_steps)
     if resume:
         checkpoint.check_run_info()  # before the costly model build
 
     os.makedirs(output_dir, exist_ok=True)
-    with _dtype_policy(mixed_precision):
+    with precisions.dtype_policy(precisions.training_policy(precision)):
         keras.utils.set_random_seed(seed)
         with dist.scope():
             if init is None:
-                model = build_pretrainer(build_encoder(bert_config))
+                model = build_pretrainer(build_encoder(
+                    bert_config.replace(xla_attention=mode != "none")))
             else:
-                model, _, missing = load_pretrainer(init)
+                model, _, missing = load_pretrainer(init, {"xla_attention": mode != "none"})
                 if missing and _is_chief(dist):
                     heads = "/".join(h.upper() for h in missing)
                     print(f"tfbert pretrain: no {heads} head weights in {init}: "
@@ -226,9 +233,7 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
                           "scratch", file=sys.stderr)
             opt = create_optimizer(optimizer, learning_rate, steps, warmup_steps,
                                    accumulation_steps=accumulation_steps)
-            if mixed_precision == "fp16":
-                opt = keras.optimizers.LossScaleOptimizer(opt)
-            compile_pretrainer(model, opt, jit_compile=_can_jit_compile(dist))
+            compile_pretrainer(model, opt, jit_compile=mode == "whole" and _can_jit_compile(dist))
             opt.build(model.trainable_variables)
         start = checkpoint.restore(model) if resume else checkpoint.clear()
         if resume and verbose != 0:
@@ -341,17 +346,3 @@ def resolve_config(config: BertConfig | str, vocab_size: int) -> BertConfig:
         raise ConfigError(f"{source}: vocab_size {resolved.vocab_size} does not match the "
                           f"vocabulary's {vocab_size} tokens")
     return resolved
-
-
-@contextlib.contextmanager
-def _dtype_policy(mixed_precision: str | None):
-    if mixed_precision is not None and mixed_precision not in MIXED_PRECISION:
-        raise ConfigError(f"unknown mixed precision {mixed_precision!r}; choose "
-                         f"{', '.join(MIXED_PRECISION)}")
-    previous = keras.config.dtype_policy()
-    if mixed_precision is not None:
-        keras.config.set_dtype_policy(MIXED_PRECISION[mixed_precision])
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
