@@ -112,10 +112,10 @@ def time_interleaved(contenders: Sequence[Contender], reps: int,
 PEAK_SHAPES = ((2048, 2048, 2048), (4096, 384, 1536), (4096, 1536, 384))
 
 
-def measure_matmul_peak(reps: int = 10) -> tuple[float, dict[str, float]]:
-    """This machine's measured float32 matmul FLOP/s: (peak, rate of every probe).
+def measure_matmul_peak(reps: int = 10, dtype: str = "float32") -> tuple[float, dict[str, float]]:
+    """This machine's measured matmul FLOP/s at ``dtype``: (peak, rate of every probe).
 
-    Probes: ``[m, k] @ [k, n]`` float32 for ``PEAK_SHAPES`` (the 2048^3
+    Probes: ``[m, k] @ [k, n]`` in ``dtype`` (float32 or bfloat16) for ``PEAK_SHAPES`` (the 2048^3
     square and the encoder's feed-forward shapes at batch 32 x 128 tokens),
     each as a jit-compiled (XLA) and as a plain graph (oneDNN) ``tf.matmul``
     on all the cores TensorFlow uses; the fastest of ``reps`` repetitions per
@@ -129,8 +129,8 @@ def measure_matmul_peak(reps: int = 10) -> tuple[float, dict[str, float]]:
 
     rates = {}
     for m, k, n in PEAK_SHAPES:
-        a = tf.random.normal([m, k], dtype=tf.float32)
-        b = tf.random.normal([k, n], dtype=tf.float32)
+        a = tf.cast(tf.random.normal([m, k]), dtype)
+        b = tf.cast(tf.random.normal([k, n]), dtype)
         for mode in ("xla", "graph"):
             fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)),
                              jit_compile=mode == "xla")
@@ -155,10 +155,15 @@ def merge_peaks(*measurements: tuple[float, dict[str, float]]) -> tuple[float, d
 
 
 PROBE = "matmul peak probe"
+PROBE_BF16 = "bf16 matmul peak probe"
 
 
-def peak_probe(rates: dict[str, float], target_seconds: float = 0.25) -> Contender:
+def peak_probe(rates: dict[str, float], target_seconds: float = 0.25,
+               dtype: str = "float32") -> Contender:
     """A contender that runs the fastest probe of ``rates``; its "items" are FLOPs.
+
+    ``dtype`` is the probes' (``measure_matmul_peak``'s); a bfloat16 probe is
+    named ``PROBE_BF16``, so one run can time both.
 
     Timed in the same rounds as the benchmark's contenders, its median is the
     matmul rate the machine gave *in those rounds*: MFU against it does not
@@ -170,8 +175,8 @@ def peak_probe(rates: dict[str, float], target_seconds: float = 0.25) -> Contend
     best = max(rates, key=rates.get)
     shape, mode = best.split()
     (m, k), (_, n) = (tuple(int(d) for d in part.split("x")) for part in shape.split("@"))
-    a = tf.random.normal([m, k], dtype=tf.float32)
-    b = tf.random.normal([k, n], dtype=tf.float32)
+    a = tf.cast(tf.random.normal([m, k]), dtype)
+    b = tf.cast(tf.random.normal([k, n]), dtype)
     fn = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)), jit_compile=mode == "xla")
     flops = 2.0 * m * k * n
     repeat = max(1, round(target_seconds * rates[best] / flops))
@@ -181,7 +186,7 @@ def peak_probe(rates: dict[str, float], target_seconds: float = 0.25) -> Contend
             fn(a, b).numpy()
         return int(repeat * flops)
 
-    return Contender(PROBE, run, warmup=2)
+    return Contender(PROBE if dtype == "float32" else PROBE_BF16, run, warmup=2)
 
 
 def describe_peak(peak: float, rates: dict[str, float]) -> str:

@@ -1,7 +1,8 @@
 """Encoder throughput: tfbert vs keras-hub BertBackbone vs HF BertModel (PyTorch).
 
 MiniLM-L6 shape (L6/H384/A12/I1536, vocab 30522), batch 32, length 128
-(no padding), float32, random weights. Two measurements per contender:
+(no padding), random weights, float32 and bfloat16. Two measurements per
+contender:
 
 - forward: ``model(batch, training=False)`` (seq/s);
 - train: forward (dropout on) + backward + AdamW update (seq/s).
@@ -10,19 +11,24 @@ Contenders (all in this process, timed in interleaved rounds, see
 :mod:`benchmarks.common`):
 
 - tfbert, whole step XLA: the step under ``tf.function(jit_compile=True)``;
-- tfbert, XLA attention core: ``tf.function`` graph, only the attention core
-  compiled (what ``model.fit(jit_compile=False)`` and exports run);
+- tfbert, XLA attention core: ``tf.function`` graph, only the XLA islands
+  (attention core, add & LayerNorm) compiled, the matmuls as oneDNN kernels
+  (compile mode "attention", the CPU default for training);
 - tfbert, no XLA: ``xla_attention=False``, plain graph;
+- tfbert bf16: the same model under Keras' ``mixed_bfloat16`` policy in the
+  CPU's bf16 default compile mode (``tfbert.precision.compile_policy``);
 - tfbert, whole step XLA, tanh GELU: ``hidden_act="gelu_approximate"``, the
   activation keras-hub's ``BertBackbone`` uses (tfbert's default is BERT's
   exact erf GELU, which checkpoints from HF/Google need);
-- keras-hub ``BertBackbone``, same shape, with and without ``jit_compile``;
+- keras-hub ``BertBackbone``, same shape, with and without ``jit_compile``,
+  in float32 and under ``dtype="mixed_bfloat16"``;
 - Hugging Face ``BertModel`` on PyTorch (eager, ``torch.set_num_threads`` =
-  cores; eval under ``inference_mode`` / train mode with ``torch.optim.AdamW``).
+  cores; eval under ``inference_mode`` / train mode with ``torch.optim.AdamW``),
+  in float32 and under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
 
-MFU = achieved matmul FLOP/s over the float32 matmul peak measured in the
-same run (:func:`benchmarks.common.measure_matmul_peak`). FLOPs are counted
-analytically (:data:`benchmarks.common.FLOP_FORMULA`).
+MFU = achieved matmul FLOP/s over the float32 and over the bfloat16 matmul
+rate measured in the same rounds (:func:`benchmarks.common.peak_probe`).
+FLOPs are counted analytically (:data:`benchmarks.common.FLOP_FORMULA`).
 
 Run: ``python -m benchmarks.encoder_speed [--reps 5] [--json out.json]``.
 """
@@ -39,13 +45,23 @@ TFBERT_XLA = "tfbert, whole step XLA"
 TFBERT_CORE = "tfbert, XLA attention core only"
 TFBERT_NOXLA = "tfbert, no XLA"
 TFBERT_TANH = "tfbert, whole step XLA, tanh GELU"
+TFBERT_BF16 = "tfbert bf16, XLA attention core only"
 KH_XLA = "keras-hub BertBackbone, XLA"
 KH_NOXLA = "keras-hub BertBackbone, no XLA"
+KH_BF16_XLA = "keras-hub BertBackbone bf16, XLA"
+KH_BF16_NOXLA = "keras-hub BertBackbone bf16, no XLA"
 HF_TORCH = "HF BertModel, PyTorch"
-ORDER = (TFBERT_XLA, TFBERT_TANH, TFBERT_CORE, TFBERT_NOXLA, KH_XLA, KH_NOXLA, HF_TORCH)
-# Whom each contender is compared with in the "vs keras-hub" column.
+HF_BF16 = "HF BertModel, PyTorch bf16 autocast"
+ORDER = (TFBERT_XLA, TFBERT_TANH, TFBERT_CORE, TFBERT_NOXLA, TFBERT_BF16, KH_XLA, KH_NOXLA,
+         KH_BF16_XLA, KH_BF16_NOXLA, HF_TORCH, HF_BF16)
+BF16 = {TFBERT_BF16, KH_BF16_XLA, KH_BF16_NOXLA, HF_BF16}
+# Whom each contender is compared with in the "vs keras-hub" column: keras-hub
+# at the same precision in the same XLA mode (whole step, or none).
 KERAS_HUB_PEER = {TFBERT_XLA: KH_XLA, TFBERT_TANH: KH_XLA, TFBERT_CORE: KH_NOXLA,
-                  TFBERT_NOXLA: KH_NOXLA, KH_XLA: KH_XLA, KH_NOXLA: KH_NOXLA, HF_TORCH: KH_XLA}
+                  TFBERT_NOXLA: KH_NOXLA, KH_XLA: KH_XLA, KH_NOXLA: KH_NOXLA, HF_TORCH: KH_XLA,
+                  TFBERT_BF16: KH_BF16_NOXLA, KH_BF16_XLA: KH_BF16_XLA,
+                  KH_BF16_NOXLA: KH_BF16_NOXLA, HF_BF16: KH_BF16_XLA}
+HF_PEER = {name: HF_BF16 if name in BF16 else HF_TORCH for name in ORDER}
 LEARNING_RATE = 1e-4
 WEIGHT_DECAY = 0.01
 
@@ -77,14 +93,16 @@ def _tf_steps(model, inputs: dict, outputs: tuple[str, str], jit_compile: bool):
     def forward(batch):
         out = model(batch, training=False)
         # Both outputs are consumed, so no part of the network is dead code.
-        return tf.reduce_sum(out[seq_key]) + tf.reduce_sum(out[pooled_key])
+        return (tf.reduce_sum(tf.cast(out[seq_key], tf.float32))
+                + tf.reduce_sum(tf.cast(out[pooled_key], tf.float32)))
 
     @tf.function(jit_compile=jit_compile)
     def train(batch):
         with tf.GradientTape() as tape:
             out = model(batch, training=True)
-            loss = (tf.reduce_mean(tf.square(out[seq_key]))
-                    + tf.reduce_mean(tf.square(out[pooled_key])))
+            # The loss in float32, as Keras computes it under mixed precision.
+            loss = (tf.reduce_mean(tf.square(tf.cast(out[seq_key], tf.float32)))
+                    + tf.reduce_mean(tf.square(tf.cast(out[pooled_key], tf.float32))))
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         return loss
@@ -92,20 +110,23 @@ def _tf_steps(model, inputs: dict, outputs: tuple[str, str], jit_compile: bool):
     return (lambda: float(forward(inputs))), (lambda: float(train(inputs)))
 
 
-def tfbert_steps(xla_attention: bool, jit_compile: bool, hidden_act: str = "gelu"):
+def tfbert_steps(xla_attention: bool, jit_compile: bool, hidden_act: str = "gelu",
+                 policy: str = "float32"):
     import tensorflow as tf
 
     import tfbert
+    from tfbert.precision import dtype_policy
 
     config = tfbert.BertConfig(**MINILM, xla_attention=xla_attention, hidden_act=hidden_act)
-    model = tfbert.build_encoder(config)
+    with dtype_policy(policy):
+        model = tfbert.build_encoder(config)
     ids, mask, types = random_batch()
     inputs = {"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),
               "input_type_ids": tf.constant(types)}
     return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), jit_compile)
 
 
-def keras_hub_steps(jit_compile: bool):
+def keras_hub_steps(jit_compile: bool, dtype: str = "float32"):
     import keras_hub
     import tensorflow as tf
 
@@ -113,7 +134,7 @@ def keras_hub_steps(jit_compile: bool):
         vocabulary_size=MINILM["vocab_size"], num_layers=MINILM["num_layers"],
         num_heads=MINILM["num_heads"], hidden_dim=MINILM["hidden_size"],
         intermediate_dim=MINILM["intermediate_size"], dropout=0.1,
-        max_sequence_length=512, num_segments=2)
+        max_sequence_length=512, num_segments=2, dtype=dtype)
     ids, mask, types = random_batch()
     inputs = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(mask),
               "segment_ids": tf.constant(types)}
@@ -123,9 +144,16 @@ def keras_hub_steps(jit_compile: bool):
 # --------------------------------------------------------------------- PyTorch contender
 
 
-def hf_torch_steps():
+def hf_torch_steps(bf16: bool = False):
+    """HF BertModel steps; ``bf16`` runs them under CPU bfloat16 autocast."""
+    import contextlib
+
     import torch
     import transformers
+
+    def precision():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
@@ -141,20 +169,31 @@ def hf_torch_steps():
 
     def forward() -> float:
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), precision():
             out = model(**batch)
-            return float(out.last_hidden_state.sum() + out.pooler_output.sum())
+            return float(out.last_hidden_state.float().sum() + out.pooler_output.float().sum())
 
     def train() -> float:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        out = model(**batch)
-        loss = out.last_hidden_state.square().mean() + out.pooler_output.square().mean()
+        with precision():
+            out = model(**batch)
+            loss = (out.last_hidden_state.float().square().mean()
+                    + out.pooler_output.float().square().mean())
         loss.backward()
         optimizer.step()
         return loss.item()
 
     return forward, train, getattr(model.config, "_attn_implementation", "default")
+
+
+def _tfbert_bf16_steps():
+    """tfbert under mixed_bfloat16 in the CPU's bf16 training compile mode."""
+    from tfbert.precision import compile_policy, training_policy
+
+    mode = compile_policy("bf16", "train", device="cpu")
+    return tfbert_steps(xla_attention=mode != "none", jit_compile=mode == "whole",
+                        policy=training_policy("bf16"))
 
 
 # ----------------------------------------------------------------------------- driver
@@ -168,14 +207,17 @@ def build_contenders(names, forward_steps: int):
         TFBERT_NOXLA: lambda: tfbert_steps(xla_attention=False, jit_compile=False),
         TFBERT_TANH: lambda: tfbert_steps(xla_attention=True, jit_compile=True,
                                           hidden_act="gelu_approximate"),
+        TFBERT_BF16: lambda: _tfbert_bf16_steps(),
         KH_XLA: lambda: keras_hub_steps(jit_compile=True),
         KH_NOXLA: lambda: keras_hub_steps(jit_compile=False),
+        KH_BF16_XLA: lambda: keras_hub_steps(jit_compile=True, dtype="mixed_bfloat16"),
+        KH_BF16_NOXLA: lambda: keras_hub_steps(jit_compile=False, dtype="mixed_bfloat16"),
     }
     forward, train, extra = {}, {}, {}
     for name in names:
         log(f"building {name}")
-        if name == HF_TORCH:
-            fwd, trn, extra["hf_attn_implementation"] = hf_torch_steps()
+        if name in (HF_TORCH, HF_BF16):
+            fwd, trn, extra["hf_attn_implementation"] = hf_torch_steps(bf16=name == HF_BF16)
         else:
             fwd, trn = builders[name]()
 
@@ -193,30 +235,40 @@ def build_contenders(names, forward_steps: int):
     return forward, train, extra
 
 
-def make_table(timings: dict, flops_per_seq: float) -> tuple[str, list[dict], float]:
-    """Markdown table, records and the in-round matmul peak it used for MFU."""
-    peak = timings[common.PROBE].throughput
+def make_table(timings: dict, flops_per_seq: float) -> tuple[str, list[dict], dict]:
+    """Markdown table, records and the in-round matmul rates it used for MFU."""
+    peaks = {"fp32": timings[common.PROBE].throughput,
+             "bf16": timings[common.PROBE_BF16].throughput}
+    fp32_tfbert = max((timings[n].throughput for n in (TFBERT_XLA, TFBERT_CORE, TFBERT_NOXLA)
+                       if n in timings), default=float("nan"))
     rows, records = [], []
     for name in ORDER:
         if name not in timings:
             continue
         t = timings[name]
         seqs = t.throughput
-        mfu = seqs * flops_per_seq / peak
-        kh = KERAS_HUB_PEER[name]
+        mfu = {p: seqs * flops_per_seq / peak for p, peak in peaks.items()}
+        kh, hf = KERAS_HUB_PEER[name], HF_PEER[name]
         vs_kh = seqs / timings[kh].throughput if kh in timings else float("nan")
-        vs_hf = seqs / timings[HF_TORCH].throughput if HF_TORCH in timings else float("nan")
-        records.append(dict(name=name, seq_per_s=round(seqs, 2),
-                            ms_per_batch=round(1000 * BATCH / seqs, 1), mfu=round(mfu, 4),
+        vs_hf = seqs / timings[hf].throughput if hf in timings else float("nan")
+        precision = "bf16" if name in BF16 else "fp32"
+        vs_fp32 = seqs / fp32_tfbert if name == TFBERT_BF16 else float("nan")
+        records.append(dict(name=name, precision=precision, seq_per_s=round(seqs, 2),
+                            ms_per_batch=round(1000 * BATCH / seqs, 1),
+                            mfu=round(mfu["fp32"], 4), mfu_bf16=round(mfu["bf16"], 4),
                             vs_keras_hub=round(vs_kh, 3), keras_hub_peer=kh,
-                            vs_hf_torch=round(vs_hf, 3), spread=round(t.spread, 3),
+                            vs_hf_torch=round(vs_hf, 3), hf_peer=hf,
+                            vs_tfbert_fp32=round(vs_fp32, 3), spread=round(t.spread, 3),
                             seconds=[round(s, 4) for s in t.seconds]))
+        xla = "XLA" if kh in (KH_XLA, KH_BF16_XLA) else "no XLA"
         rows.append([name, common.fmt(seqs), common.fmt(1000 * BATCH / seqs, 0),
-                     f"{100 * mfu:.0f}%", f"{vs_kh:.2f}x ({'XLA' if kh == KH_XLA else 'no XLA'})",
-                     f"{vs_hf:.2f}x", f"{100 * t.spread:.0f}%"])
-    headers = ["contender", "seq/s", "ms/batch", "MFU", "vs keras-hub", "vs HF torch",
-               "spread"]
-    return common.markdown_table(headers, rows), records, peak
+                     f"{100 * mfu['fp32']:.0f}%", f"{100 * mfu['bf16']:.0f}%",
+                     f"{vs_kh:.2f}x ({precision}, {xla})", f"{vs_hf:.2f}x ({precision})",
+                     "" if vs_fp32 != vs_fp32 else f"{vs_fp32:.2f}x",
+                     f"{100 * t.spread:.0f}%"])
+    headers = ["contender", "seq/s", "ms/batch", "MFU fp32", "MFU bf16", "vs keras-hub",
+               "vs HF torch", "vs best tfbert fp32", "spread"]
+    return common.markdown_table(headers, rows), records, peaks
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -235,33 +287,39 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"machine: {machine}")
     peak_before = common.measure_matmul_peak()
     log(f"float32 matmul peak: {common.describe_peak(*peak_before)}")
-    probe = common.peak_probe(peak_before[1])
+    bf16_peak = common.measure_matmul_peak(dtype="bfloat16")
+    log(f"bfloat16 matmul peak: {common.describe_peak(*bf16_peak)}")
+    probes = [common.peak_probe(peak_before[1]),
+              common.peak_probe(bf16_peak[1], dtype="bfloat16")]
     forward, train, extra = build_contenders(names, args.forward_steps)
     flops = common.encoder_flops_per_sequence(
         SEQ_LEN, MINILM["hidden_size"], MINILM["num_layers"], MINILM["intermediate_size"])
 
     log("forward:")
-    fwd_t = common.time_interleaved([forward[n] for n in names] + [probe], reps, log)
+    fwd_t = common.time_interleaved([forward[n] for n in names] + probes, reps, log)
     train_t = {}
     if not args.skip_train:
         log("train:")
-        train_t = common.time_interleaved([train[n] for n in names] + [probe], reps, log)
+        train_t = common.time_interleaved([train[n] for n in names] + probes, reps, log)
     peak_after = common.measure_matmul_peak()
     log(f"float32 matmul peak after: {common.describe_peak(*peak_after)}")
     peak, peak_rates = common.merge_peaks(peak_before, peak_after)
 
-    fwd_md, fwd_rec, fwd_peak = make_table(fwd_t, flops)
+    fwd_md, fwd_rec, fwd_peaks = make_table(fwd_t, flops)
     md = [f"Forward (batch {BATCH} x {SEQ_LEN}, {args.forward_steps} batches per repetition, "
           f"median of {reps}):", "", fwd_md]
-    train_rec, train_peak = [], float("nan")
+    train_rec, train_peaks = [], {"fp32": float("nan"), "bf16": float("nan")}
     if train_t:
-        train_md, train_rec, train_peak = make_table(train_t, 3 * flops)
+        train_md, train_rec, train_peaks = make_table(train_t, 3 * flops)
         md += ["", f"Train step: forward + backward + AdamW (batch {BATCH} x {SEQ_LEN}, "
                f"median of {reps}):", "", train_md]
-    md += ["", f"MFU is against the float32 matmul rate measured in the same rounds "
-           f"({common.PROBE}: forward {fwd_peak / 1e9:.0f}, train {train_peak / 1e9:.0f} "
-           f"GFLOP/s); undisturbed peak (best of before/after the runs): "
-           f"{common.describe_peak(peak, peak_rates)}; forward FLOPs per sequence: "
+    md += ["", f"MFU is against the float32 and the bfloat16 matmul rates measured in the "
+           f"same rounds (float32: forward {fwd_peaks['fp32'] / 1e9:.0f}, train "
+           f"{train_peaks['fp32'] / 1e9:.0f} GFLOP/s; bfloat16: forward "
+           f"{fwd_peaks['bf16'] / 1e9:.0f}, train {train_peaks['bf16'] / 1e9:.0f} GFLOP/s); "
+           f"undisturbed float32 peak (best of before/after the runs): "
+           f"{common.describe_peak(peak, peak_rates)}; undisturbed bfloat16 peak: "
+           f"{common.describe_peak(*bf16_peak)}; forward FLOPs per sequence: "
            f"{flops / 1e9:.3f} GFLOP (train: 3x); HF attention implementation: "
            f"{extra.get('hf_attn_implementation', 'n/a')}; load average at start: "
            f"{machine['load_at_start']}, at end: {common.load_average():.2f}."]
@@ -270,8 +328,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(benchmark="encoder_speed", machine=machine,
                   versions=common.library_versions("tensorflow", "keras", "keras-hub", "torch",
                                                    "transformers"),
-                  peak_flops=peak, peak_probes=peak_rates, peak_in_rounds=dict(
-                      forward=fwd_peak, train=train_peak), flops_per_seq_forward=flops,
+                  peak_flops=peak, peak_probes=peak_rates, peak_flops_bf16=bf16_peak[0],
+                  peak_in_rounds=dict(forward=fwd_peaks, train=train_peaks),
+                  flops_per_seq_forward=flops,
                   batch=BATCH, seq_len=SEQ_LEN,
                   reps=reps, forward=fwd_rec, train=train_rec, markdown=markdown, **extra)
     common.write_json(args.json, result)

@@ -1,15 +1,17 @@
 """Pretraining throughput: tfbert pretrainer vs keras-hub BertMaskedLM, and the input pipeline.
 
 MiniLM-L6 shape (L6/H384/A12/I1536, vocab 30522), batch 32, length 128, 20
-masked positions per sequence, float32, random weights, AdamW. Contenders
-(this process, interleaved rounds, see :mod:`benchmarks.common`):
+masked positions per sequence, random weights, AdamW, float32 and
+bfloat16 (Keras' ``mixed_bfloat16``). Contenders (this process, interleaved
+rounds, see :mod:`benchmarks.common`):
 
 - tfbert: `build_pretrainer` (masked LM + next-sentence heads), loss
-  L_MLM + L_NSP, the whole train step under ``tf.function(jit_compile=True)``
-  (what `tfbert pretrain` runs);
-- keras-hub ``BertMaskedLM`` on a ``BertBackbone`` of the same shape, same
-  XLA step, loss L_MLM (keras-hub has no NSP head; the NSP head is a
-  [H, 2] dense, <0.01% of the FLOPs).
+  L_MLM + L_NSP, in the compile mode `tfbert pretrain` uses on this CPU for
+  the precision (``tfbert.precision.compile_policy``);
+- keras-hub ``BertMaskedLM`` on a ``BertBackbone`` of the same shape, loss
+  L_MLM (keras-hub has no NSP head; the NSP head is a [H, 2] dense, <0.01%
+  of the FLOPs), with and without a whole-step XLA; the ratio is against
+  keras-hub's faster mode at the same precision.
 
 The input pipeline (`tfbert.data.pretraining.pretraining_dataset`: packed
 NSP pairs from a BERT-format corpus, dynamic masking in `tf.data`) is timed
@@ -34,9 +36,14 @@ from benchmarks import common
 from benchmarks.common import BATCH, MINILM, SEQ_LEN, Contender, log
 
 PREDICTIONS = 20
-TFBERT = "tfbert pretrainer (MLM + NSP), XLA"
+TFBERT = "tfbert pretrainer (MLM + NSP)"
+TFBERT_BF16 = "tfbert pretrainer (MLM + NSP) bf16"
 KERAS_HUB = "keras-hub BertMaskedLM (MLM), XLA"
-ORDER = (TFBERT, KERAS_HUB)
+KERAS_HUB_NOXLA = "keras-hub BertMaskedLM (MLM), no XLA"
+KERAS_HUB_BF16 = "keras-hub BertMaskedLM (MLM) bf16, XLA"
+KERAS_HUB_BF16_NOXLA = "keras-hub BertMaskedLM (MLM) bf16, no XLA"
+ORDER = (TFBERT, TFBERT_BF16, KERAS_HUB, KERAS_HUB_NOXLA, KERAS_HUB_BF16, KERAS_HUB_BF16_NOXLA)
+BF16 = {TFBERT_BF16, KERAS_HUB_BF16, KERAS_HUB_BF16_NOXLA}
 
 
 def _batch():
@@ -52,7 +59,7 @@ def _batch():
             labels.astype(np.int32), rng.integers(0, 2, size=(BATCH,)).astype(np.int32))
 
 
-def _train_step(model, inputs, loss_fn):
+def _train_step(model, inputs, loss_fn, jit_compile: bool = True):
     import keras
     import tensorflow as tf
 
@@ -60,7 +67,7 @@ def _train_step(model, inputs, loss_fn):
     optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
     optimizer.build(variables)
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def step():
         with tf.GradientTape() as tape:
             loss = loss_fn(model(inputs, training=True))
@@ -71,21 +78,26 @@ def _train_step(model, inputs, loss_fn):
     return lambda: float(step())
 
 
-def tfbert_step():
+def tfbert_step(precision: str = "fp32"):
     import keras
     import tensorflow as tf
 
     import tfbert
+    from tfbert.precision import compile_policy, dtype_policy, training_policy
 
+    mode = compile_policy(precision, "train", device="cpu")
     ids, mask, types, positions, labels, nsp = _batch()
-    model = tfbert.build_pretrainer(tfbert.build_encoder(tfbert.BertConfig(**MINILM)))
+    config = tfbert.BertConfig(**MINILM, xla_attention=mode != "none")
+    with dtype_policy(training_policy(precision)):
+        model = tfbert.build_pretrainer(tfbert.build_encoder(config))
     inputs = {"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),
               "input_type_ids": tf.constant(types), "masked_lm_positions": tf.constant(positions)}
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return _train_step(model, inputs, lambda out: ce(labels, out["mlm"]) + ce(nsp, out["nsp"]))
+    return _train_step(model, inputs, lambda out: ce(labels, out["mlm"]) + ce(nsp, out["nsp"]),
+                       jit_compile=mode == "whole")
 
 
-def keras_hub_step():
+def keras_hub_step(jit_compile: bool = True, dtype: str = "float32"):
     import keras
     import keras_hub
     import tensorflow as tf
@@ -94,12 +106,13 @@ def keras_hub_step():
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=MINILM["vocab_size"], num_layers=MINILM["num_layers"],
         num_heads=MINILM["num_heads"], hidden_dim=MINILM["hidden_size"],
-        intermediate_dim=MINILM["intermediate_size"], dropout=0.1, max_sequence_length=512)
-    model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
+        intermediate_dim=MINILM["intermediate_size"], dropout=0.1, max_sequence_length=512,
+        dtype=dtype)
+    model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None, dtype=dtype)
     inputs = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(mask),
               "segment_ids": tf.constant(types), "mask_positions": tf.constant(positions)}
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return _train_step(model, inputs, lambda logits: ce(labels, logits))
+    return _train_step(model, inputs, lambda logits: ce(labels, logits), jit_compile)
 
 
 def pipeline_throughput(batches: int = 60) -> tuple[float, int]:
@@ -139,9 +152,19 @@ def main(argv: list[str] | None = None) -> dict:
     reps = common.check_reps(args.reps)
     machine = common.machine_info()
     peak_before = common.measure_matmul_peak()
-    probe = common.peak_probe(peak_before[1])
+    bf16_peak = common.measure_matmul_peak(dtype="bfloat16")
+    probes = [common.peak_probe(peak_before[1]),
+              common.peak_probe(bf16_peak[1], dtype="bfloat16")]
+    builders = {
+        TFBERT: tfbert_step,
+        TFBERT_BF16: lambda: tfbert_step("bf16"),
+        KERAS_HUB: keras_hub_step,
+        KERAS_HUB_NOXLA: lambda: keras_hub_step(jit_compile=False),
+        KERAS_HUB_BF16: lambda: keras_hub_step(dtype="mixed_bfloat16"),
+        KERAS_HUB_BF16_NOXLA: lambda: keras_hub_step(jit_compile=False, dtype="mixed_bfloat16"),
+    }
     contenders = []
-    for name, build in ((TFBERT, tfbert_step), (KERAS_HUB, keras_hub_step)):
+    for name, build in builders.items():
         log(f"building {name}")
         step = build()
 
@@ -150,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
             return BATCH
 
         contenders.append(Contender(name, run, warmup=2))
-    timings = common.time_interleaved(contenders + [probe], reps, log)
+    timings = common.time_interleaved(contenders + probes, reps, log)
     pipeline, lines = pipeline_throughput()
     peak, rates = common.merge_peaks(peak_before, common.measure_matmul_peak())
 
@@ -159,27 +182,42 @@ def main(argv: list[str] | None = None) -> dict:
                                                    MINILM["intermediate_size"])
                  + PREDICTIONS * (2 * h * h + 2 * h * v))
     in_rounds = timings[common.PROBE].throughput
+    in_rounds_bf16 = timings[common.PROBE_BF16].throughput
+    best_keras_hub = {
+        "fp32": max(timings[KERAS_HUB].throughput, timings[KERAS_HUB_NOXLA].throughput),
+        "bf16": max(timings[KERAS_HUB_BF16].throughput,
+                    timings[KERAS_HUB_BF16_NOXLA].throughput)}
     rows, records = [], []
     for name in ORDER:
         t = timings[name]
+        precision = "bf16" if name in BF16 else "fp32"
+        vs_kh = t.throughput / best_keras_hub[precision]
+        vs_fp32 = (t.throughput / timings[TFBERT].throughput if name == TFBERT_BF16
+                   else float("nan"))
         rows.append([name, common.fmt(t.throughput), common.fmt(1000 * BATCH / t.throughput, 0),
                      f"{100 * t.throughput * flops / in_rounds:.0f}%",
-                     f"{t.throughput / timings[KERAS_HUB].throughput:.2f}x",
+                     f"{100 * t.throughput * flops / in_rounds_bf16:.0f}%",
+                     f"{vs_kh:.2f}x ({precision})",
+                     "" if vs_fp32 != vs_fp32 else f"{vs_fp32:.2f}x",
                      f"{100 * t.spread:.0f}%"])
-        records.append(dict(name=name, seq_per_s=round(t.throughput, 2),
+        records.append(dict(name=name, precision=precision, seq_per_s=round(t.throughput, 2),
+                            vs_keras_hub=round(vs_kh, 3), vs_tfbert_fp32=round(vs_fp32, 3),
+                            mfu=round(t.throughput * flops / in_rounds, 4),
+                            mfu_bf16=round(t.throughput * flops / in_rounds_bf16, 4),
                             spread=round(t.spread, 3)))
     model_rate = timings[TFBERT].throughput
     md = "\n".join([
         f"Train step (batch {BATCH} x {SEQ_LEN}, {PREDICTIONS} masked positions, AdamW, "
         f"median of {reps}):", "",
-        common.markdown_table(["contender", "seq/s", "ms/batch", "MFU", "vs keras-hub",
-                               "spread"], rows), "",
+        common.markdown_table(["contender", "seq/s", "ms/batch", "MFU fp32", "MFU bf16",
+                               "vs best keras-hub", "vs tfbert fp32", "spread"], rows), "",
         f"Input pipeline alone (`pretraining_dataset`, {lines} corpus lines, MiniLM "
         f"vocabulary, dynamic masking): {pipeline:,.0f} seq/s = "
         f"{pipeline / model_rate:,.0f}x what the tfbert train step consumes.", "",
-        f"MFU is against the float32 matmul rate measured in the same rounds "
-        f"({in_rounds / 1e9:.0f} GFLOP/s); undisturbed peak: "
-        f"{common.describe_peak(peak, rates)}; train FLOPs per sequence: {flops / 1e9:.2f} "
+        f"MFU is against the float32 and bfloat16 matmul rates measured in the same rounds "
+        f"({in_rounds / 1e9:.0f} and {in_rounds_bf16 / 1e9:.0f} GFLOP/s); undisturbed "
+        f"float32 peak: {common.describe_peak(peak, rates)}; undisturbed bfloat16 peak: "
+        f"{common.describe_peak(*bf16_peak)}; train FLOPs per sequence: {flops / 1e9:.2f} "
         f"GFLOP; load average at start: {machine['load_at_start']}, at end: "
         f"{common.load_average():.2f}."])
     print(md)

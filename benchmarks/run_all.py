@@ -2,9 +2,12 @@
 
 ``make bench`` runs ``python -m benchmarks.run_all``. Each benchmark runs in
 its own process (TensorFlow, PyTorch and ONNX Runtime thread pools of one
-benchmark never overlap another's) and hands back JSON; the markdown between
-``<!-- BEGIN name -->`` and ``<!-- END name -->`` in BENCHMARKS.md is then
-replaced, the hand-written text around it is kept.
+benchmark never overlap another's) and hands back JSON, kept in
+``benchmarks/results/<name>.json``; the markdown between ``<!-- BEGIN name -->``
+and ``<!-- END name -->`` in BENCHMARKS.md is then replaced, the hand-written
+text around it is kept, the machine block lists every kept result (so a
+partial ``--only`` run keeps the others' dates), and ``benchmarks.chart``
+redraws ``docs/benchmarks.png``.
 
 The machine is shared: before each benchmark this waits (up to ``--wait``
 seconds) for the 1-minute load average to fall below ``--max-load``, and the
@@ -25,12 +28,14 @@ import sys
 import tempfile
 import time
 
-from benchmarks import common
+from benchmarks import chart, common
 
-BENCHMARKS = ("encoder_speed", "pretrain_speed", "accumulation_speed", "serving_speed",
-              "warmup_latency", "soak", "qa_speed")
+BENCHMARKS = ("encoder_speed", "pretrain_speed", "accumulation_speed", "compile_policy",
+              "serving_speed", "bf16_accuracy", "profile_ops", "warmup_latency", "soak",
+              "qa_speed")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "BENCHMARKS.md")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
 
 def wait_for_quiet(max_load: float, wait: float) -> float:
@@ -60,19 +65,32 @@ def run_one(name: str, reps: int | None, workdir: str) -> dict:
 
 
 def machine_block(results: list[dict]) -> str:
-    m = results[0]["machine"]
+    """The machine block over every kept result (machine facts from the newest)."""
+    results = sorted(results, key=lambda r: r["machine"]["date"])
+    m = results[-1]["machine"]
     versions: dict[str, str] = {}
+    dates: dict[str, list[str]] = {}
     for r in results:
         versions.update(r.get("versions", {}))
+        dates.setdefault(r["machine"]["date"], []).append(r["benchmark"])
     lines = [
-        f"- Date: {m['date']}",
+        "- Dates: " + "; ".join(f"{d} ({', '.join(names)})" for d, names in dates.items()),
         f"- CPU: {m['cpu']} (/proc/cpuinfo), {m['cores']} cores visible, "
         f"{m.get('memory_gib', '?')} GiB; flags: {', '.join(m['flags'])}",
         f"- Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "- Wall time: " + ", ".join(f"{r['benchmark']} {r['wall_seconds']:.0f} s"
+        "- Wall time: " + ", ".join(f"{r['benchmark']} {r.get('wall_seconds', 0):.0f} s"
                                    for r in results),
     ]
     return "\n".join(lines)
+
+
+def keep(result: dict) -> None:
+    """Store a benchmark's JSON in ``benchmarks/results/`` (atomically)."""
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{result['benchmark']}.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def replace_section(text: str, name: str, body: str) -> str:
@@ -106,8 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n## {r['benchmark']}\n\n{r['markdown']}\n")
     if args.no_write:
         return
+    for r in results:
+        keep(r)
     text = open(DOC, encoding="utf-8").read() if os.path.exists(DOC) else "# Benchmarks\n"
-    text = replace_section(text, "machine", machine_block(results))
+    text = replace_section(text, "machine",
+                           machine_block(list(chart.load_results(RESULTS).values())))
     for r in results:
         command = f"python -m benchmarks.{r['benchmark']}"
         body = f"`{command}` (reps {r['reps']}):\n\n{r['markdown']}"
@@ -116,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         f.write(text)
     os.replace(DOC + ".tmp", DOC)
     common.log(f"rewrote {DOC}")
+    drawn = chart.draw(chart.load_results(RESULTS), chart.OUT)
+    if drawn:
+        common.log(f"drew {drawn}")
 
 
 if __name__ == "__main__":
