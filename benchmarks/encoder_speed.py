@@ -235,6 +235,11 @@ def build_contenders(names, forward_steps: int):
     return forward, train, extra
 
 
+def _ratio(value: float, peer: str) -> str:
+    """A ratio cell; "n/a" where the peer was not run (``--only``)."""
+    return "n/a" if value != value else f"{value:.2f}x ({peer})"
+
+
 def make_table(timings: dict, flops_per_seq: float) -> tuple[str, list[dict], dict]:
     """Markdown table, records and the in-round matmul rates it used for MFU."""
     peaks = {"fp32": timings[common.PROBE].throughput,
@@ -263,7 +268,7 @@ def make_table(timings: dict, flops_per_seq: float) -> tuple[str, list[dict], di
         xla = "XLA" if kh in (KH_XLA, KH_BF16_XLA) else "no XLA"
         rows.append([name, common.fmt(seqs), common.fmt(1000 * BATCH / seqs, 0),
                      f"{100 * mfu['fp32']:.0f}%", f"{100 * mfu['bf16']:.0f}%",
-                     f"{vs_kh:.2f}x ({precision}, {xla})", f"{vs_hf:.2f}x ({precision})",
+                     _ratio(vs_kh, f"{precision}, {xla}"), _ratio(vs_hf, precision),
                      "" if vs_fp32 != vs_fp32 else f"{vs_fp32:.2f}x",
                      f"{100 * t.spread:.0f}%"])
     headers = ["contender", "seq/s", "ms/batch", "MFU fp32", "MFU bf16", "vs keras-hub",
@@ -304,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
     peak_after = common.measure_matmul_peak()
     log(f"float32 matmul peak after: {common.describe_peak(*peak_after)}")
     peak, peak_rates = common.merge_peaks(peak_before, peak_after)
+    bf16_peak = common.merge_peaks(bf16_peak, common.measure_matmul_peak(dtype="bfloat16"))
 
     fwd_md, fwd_rec, fwd_peaks = make_table(fwd_t, flops)
     md = [f"Forward (batch {BATCH} x {SEQ_LEN}, {args.forward_steps} batches per repetition, "
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
            f"{train_peaks['fp32'] / 1e9:.0f} GFLOP/s; bfloat16: forward "
            f"{fwd_peaks['bf16'] / 1e9:.0f}, train {train_peaks['bf16'] / 1e9:.0f} GFLOP/s); "
            f"undisturbed float32 peak (best of before/after the runs): "
-           f"{common.describe_peak(peak, peak_rates)}; undisturbed bfloat16 peak: "
+           f"{common.describe_peak(peak, peak_rates)}; undisturbed bfloat16 peak (likewise): "
            f"{common.describe_peak(*bf16_peak)}; forward FLOPs per sequence: "
            f"{flops / 1e9:.3f} GFLOP (train: 3x); HF attention implementation: "
            f"{extra.get('hf_attn_implementation', 'n/a')}; load average at start: "
@@ -329,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
                   versions=common.library_versions("tensorflow", "keras", "keras-hub", "torch",
                                                    "transformers"),
                   peak_flops=peak, peak_probes=peak_rates, peak_flops_bf16=bf16_peak[0],
+                  peak_probes_bf16=bf16_peak[1],
                   peak_in_rounds=dict(forward=fwd_peaks, train=train_peaks),
                   flops_per_seq_forward=flops,
                   batch=BATCH, seq_len=SEQ_LEN,

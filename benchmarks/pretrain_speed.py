@@ -22,7 +22,8 @@ MFU: FLOPs per sequence = encoder forward (:data:`benchmarks.common.FLOP_FORMULA
 + P * (2H^2 + 2HV) for the MLM head at the P masked positions; a train step
 counts 3x forward.
 
-Run: ``python -m benchmarks.pretrain_speed [--reps 5] [--json out.json]``.
+Run: ``python -m benchmarks.pretrain_speed [--reps 5] [--json out.json] [--only NAME ...]
+[--skip-pipeline]``.
 """
 
 from __future__ import annotations
@@ -148,8 +149,13 @@ def pipeline_throughput(batches: int = 60) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> dict:
     common.quiet_tensorflow()
     parser = common.base_parser(__doc__.splitlines()[0], default_reps=5)
+    parser.add_argument("--only", nargs="+", choices=ORDER, metavar="NAME",
+                        help=f"a subset of the contenders: {', '.join(ORDER)}")
+    parser.add_argument("--skip-pipeline", action="store_true",
+                        help="do not time the input pipeline")
     args = parser.parse_args(argv)
     reps = common.check_reps(args.reps)
+    names = [n for n in ORDER if not args.only or n in args.only]
     machine = common.machine_info()
     peak_before = common.measure_matmul_peak()
     bf16_peak = common.measure_matmul_peak(dtype="bfloat16")
@@ -164,9 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
         KERAS_HUB_BF16_NOXLA: lambda: keras_hub_step(jit_compile=False, dtype="mixed_bfloat16"),
     }
     contenders = []
-    for name, build in builders.items():
+    for name in names:
         log(f"building {name}")
-        step = build()
+        step = builders[name]()
 
         def run(step=step) -> int:
             step()
@@ -174,8 +180,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         contenders.append(Contender(name, run, warmup=2))
     timings = common.time_interleaved(contenders + probes, reps, log)
-    pipeline, lines = pipeline_throughput()
+    pipeline, lines = (float("nan"), 0) if args.skip_pipeline else pipeline_throughput()
     peak, rates = common.merge_peaks(peak_before, common.measure_matmul_peak())
+    # Like float32's, the undisturbed bfloat16 peak is the best of before and after.
+    bf16_peak = common.merge_peaks(bf16_peak, common.measure_matmul_peak(dtype="bfloat16"))
 
     h, v = MINILM["hidden_size"], MINILM["vocab_size"]
     flops = 3 * (common.encoder_flops_per_sequence(SEQ_LEN, h, MINILM["num_layers"],
@@ -183,21 +191,27 @@ def main(argv: list[str] | None = None) -> dict:
                  + PREDICTIONS * (2 * h * h + 2 * h * v))
     in_rounds = timings[common.PROBE].throughput
     in_rounds_bf16 = timings[common.PROBE_BF16].throughput
+    nan = float("nan")
+
+    def rate(name: str) -> float:
+        return timings[name].throughput if name in timings else nan
+
+    # max() would let a missing (nan) peer win or lose by argument order.
     best_keras_hub = {
-        "fp32": max(timings[KERAS_HUB].throughput, timings[KERAS_HUB_NOXLA].throughput),
-        "bf16": max(timings[KERAS_HUB_BF16].throughput,
-                    timings[KERAS_HUB_BF16_NOXLA].throughput)}
+        "fp32": max((rate(n) for n in (KERAS_HUB, KERAS_HUB_NOXLA) if n in timings),
+                    default=nan),
+        "bf16": max((rate(n) for n in (KERAS_HUB_BF16, KERAS_HUB_BF16_NOXLA) if n in timings),
+                    default=nan)}
     rows, records = [], []
-    for name in ORDER:
+    for name in names:
         t = timings[name]
         precision = "bf16" if name in BF16 else "fp32"
         vs_kh = t.throughput / best_keras_hub[precision]
-        vs_fp32 = (t.throughput / timings[TFBERT].throughput if name == TFBERT_BF16
-                   else float("nan"))
+        vs_fp32 = t.throughput / rate(TFBERT) if name == TFBERT_BF16 else nan
         rows.append([name, common.fmt(t.throughput), common.fmt(1000 * BATCH / t.throughput, 0),
                      f"{100 * t.throughput * flops / in_rounds:.0f}%",
                      f"{100 * t.throughput * flops / in_rounds_bf16:.0f}%",
-                     f"{vs_kh:.2f}x ({precision})",
+                     "n/a" if vs_kh != vs_kh else f"{vs_kh:.2f}x ({precision})",
                      "" if vs_fp32 != vs_fp32 else f"{vs_fp32:.2f}x",
                      f"{100 * t.spread:.0f}%"])
         records.append(dict(name=name, precision=precision, seq_per_s=round(t.throughput, 2),
@@ -205,24 +219,30 @@ def main(argv: list[str] | None = None) -> dict:
                             mfu=round(t.throughput * flops / in_rounds, 4),
                             mfu_bf16=round(t.throughput * flops / in_rounds_bf16, 4),
                             spread=round(t.spread, 3)))
-    model_rate = timings[TFBERT].throughput
+    # The pipeline has to keep up with the fastest tfbert step (bf16 where it is faster).
+    model_rate = max((rate(n) for n in (TFBERT, TFBERT_BF16) if n in timings), default=nan)
+    pipeline_line = [] if args.skip_pipeline else [
+        f"Input pipeline alone (`pretraining_dataset`, {lines} corpus lines, MiniLM "
+        f"vocabulary, dynamic masking): {pipeline:,.0f} seq/s = "
+        f"{pipeline / model_rate:,.0f}x what the fastest tfbert train step consumes.", ""]
     md = "\n".join([
         f"Train step (batch {BATCH} x {SEQ_LEN}, {PREDICTIONS} masked positions, AdamW, "
         f"median of {reps}):", "",
         common.markdown_table(["contender", "seq/s", "ms/batch", "MFU fp32", "MFU bf16",
                                "vs best keras-hub", "vs tfbert fp32", "spread"], rows), "",
-        f"Input pipeline alone (`pretraining_dataset`, {lines} corpus lines, MiniLM "
-        f"vocabulary, dynamic masking): {pipeline:,.0f} seq/s = "
-        f"{pipeline / model_rate:,.0f}x what the tfbert train step consumes.", "",
+        *pipeline_line,
         f"MFU is against the float32 and bfloat16 matmul rates measured in the same rounds "
         f"({in_rounds / 1e9:.0f} and {in_rounds_bf16 / 1e9:.0f} GFLOP/s); undisturbed "
-        f"float32 peak: {common.describe_peak(peak, rates)}; undisturbed bfloat16 peak: "
+        f"float32 peak (best of before/after the runs): {common.describe_peak(peak, rates)}; "
+        f"undisturbed bfloat16 peak (likewise): "
         f"{common.describe_peak(*bf16_peak)}; train FLOPs per sequence: {flops / 1e9:.2f} "
         f"GFLOP; load average at start: {machine['load_at_start']}, at end: "
         f"{common.load_average():.2f}."])
     print(md)
     result = dict(benchmark="pretrain_speed", machine=machine, reps=reps, train=records,
                   pipeline_seq_per_s=pipeline, flops_per_seq_train=flops, peak_flops=peak,
+                  peak_flops_bf16=bf16_peak[0],
+                  peak_in_rounds=dict(fp32=in_rounds, bf16=in_rounds_bf16),
                   markdown=md)
     common.write_json(args.json, result)
     return result

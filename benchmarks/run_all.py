@@ -114,18 +114,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.reps is not None:
         common.check_reps(args.reps)
 
-    results = []
+    results, failed = [], []
     with tempfile.TemporaryDirectory(prefix="tfbert-bench-") as workdir:
         for name in args.only:
             wait_for_quiet(args.max_load, args.wait)
-            results.append(run_one(name, args.reps, workdir))
+            try:
+                result = run_one(name, args.reps, workdir)
+            except subprocess.CalledProcessError as exc:
+                # One broken benchmark must not cost the others' results.
+                common.log(f"{name} failed (exit {exc.returncode}); its table is kept as it was")
+                failed.append(name)
+                continue
+            results.append(result)
+            if not args.no_write:
+                keep(result)
 
     for r in results:
         print(f"\n## {r['benchmark']}\n\n{r['markdown']}\n")
-    if args.no_write:
-        return
-    for r in results:
-        keep(r)
+    if args.no_write or not results:
+        sys.exit(1 if failed else 0)
     text = open(DOC, encoding="utf-8").read() if os.path.exists(DOC) else "# Benchmarks\n"
     text = replace_section(text, "machine",
                            machine_block(list(chart.load_results(RESULTS).values())))
@@ -140,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     drawn = chart.draw(chart.load_results(RESULTS), chart.OUT)
     if drawn:
         common.log(f"drew {drawn}")
+    if failed:
+        common.log(f"failed: {', '.join(failed)}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ def finish(logits: np.ndarray) -> dict:
 # ------------------------------------------------------------------------------ tfbert
 
 
-def export_classifier(workdir: str) -> tuple[str, dict[str, str], np.ndarray, np.ndarray]:
-    """Build, save and export the classifier at fp32 and bf16.
+def export_classifier(workdir: str, precisions: tuple[str, ...] = ("fp32", "bf16")
+                      ) -> tuple[str, dict[str, str], np.ndarray, np.ndarray]:
+    """Build, save and export the classifier at each of ``precisions``.
 
     Returns:
         (base root, {precision: version dir}, W, b of the head).
@@ -121,8 +122,9 @@ def export_classifier(workdir: str) -> tuple[str, dict[str, str], np.ndarray, np
     kernel, bias = (w.numpy() for w in classifier.get_layer("logits").weights)
     base = os.path.join(workdir, "savedmodels")
     versions = {}
-    for precision, name in (("fp32", MODEL_NAME), ("bf16", MODEL_NAME_BF16)):
-        versions[precision], _ = export_model(model_dir, name, base=base, check=False,
+    names = {"fp32": MODEL_NAME, "bf16": MODEL_NAME_BF16}
+    for precision in precisions:
+        versions[precision], _ = export_model(model_dir, names[precision], base=base, check=False,
                                               precision=precision)
     return base, versions, kernel, bias
 

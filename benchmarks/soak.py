@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="tfbert-soak-") as workdir:
         start = time.perf_counter()
-        base, version_dir, _, _ = export_classifier(workdir)
+        root, versions, _, _ = export_classifier(workdir, precisions=("fp32",))
+        base, version_dir = os.path.join(root, MODEL_NAME), versions["fp32"]
         log(f"exported {version_dir} in {time.perf_counter() - start:.1f} s")
         predict, token_ids, _loaded = tfbert_inprocess(version_dir)
         sequence = [t for batch in steady for t in batch]

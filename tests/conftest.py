@@ -47,6 +47,23 @@ def random_batch(vocab_size: int, batch: int = 4, seq: int = 12, seed: int = 0,
     return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": types * mask}
 
 
+# Two-topic sentences the tiny classifiers of the export and precision tests learn.
+TOPIC_TRAIN = [
+    ("The striker scored a goal.", "sports"), ("The team won the cup final.", "sports"),
+    ("Our keeper saved a penalty.", "sports"), ("The coach praised the defence.", "sports"),
+    ("The phone has a faster processor.", "tech"), ("The update fixed a kernel bug.", "tech"),
+    ("The laptop battery lasts longer.", "tech"), ("The server runs the new software.", "tech")]
+
+
+def write_topic_train(path) -> str:
+    """`TOPIC_TRAIN` as a JSONL classification file at `path`; returns the path."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": t, "label": y}) + "\n" for t, y in TOPIC_TRAIN)
+    return str(path)
+
+
 def make_tiny_init_dir(minilm_dir: str, path: str) -> str:
     """A tfbert encoder directory: random tiny encoder (no dropout, fixed seed)
     with the real bert-base-uncased vocabulary, for fast fine-tuning tests."""

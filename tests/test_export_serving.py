@@ -18,7 +18,8 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_tiny_init_dir
+from conftest import TOPIC_TRAIN as TRAIN
+from conftest import make_tiny_init_dir, write_topic_train
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -38,11 +39,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TEXTS = ["The match ended with a late goal.", "A new laptop with a faster chip.",
          "Ünïcödé café — 北京 😀", "", "   ", "goal " * 200]
-TRAIN = [("The striker scored a goal.", "sports"), ("The team won the cup final.", "sports"),
-         ("Our keeper saved a penalty.", "sports"), ("The coach praised the defence.", "sports"),
-         ("The phone has a faster processor.", "tech"), ("The update fixed a kernel bug.", "tech"),
-         ("The laptop battery lasts longer.", "tech"), ("The server runs the new software.",
-                                                      "tech")]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +47,9 @@ def exported(minilm_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("main_path")
     init = make_tiny_init_dir(minilm_dir, str(root / "init"))
-    train = root / "train.jsonl"
-    train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in TRAIN))
+    train = write_topic_train(root / "train.jsonl")
     model_dir = str(root / "clf")
-    run_finetune(str(train), init, model_dir, validation=str(train), epochs=2, batch_size=4,
+    run_finetune(train, init, model_dir, validation=str(train), epochs=2, batch_size=4,
                  learning_rate=1e-3, max_seq_length=32, verbose=0)
     path, report = export_model(model_dir, "clf", base=str(root / "savedmodels"),
                                 warmup="none")  # warmup: tests/test_warmup.py

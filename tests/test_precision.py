@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_tiny_init_dir
+from conftest import make_tiny_init_dir, write_topic_train
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import tfbert
@@ -30,11 +30,6 @@ pytestmark = pytest.mark.timeout(300)
 
 TEXTS = ["The match ended with a late goal.", "A new laptop with a faster chip.",
          "Ünïcödé café — 北京", "", "goal " * 60]
-TRAIN = [("The striker scored a goal.", "sports"), ("The team won the cup final.", "sports"),
-         ("Our keeper saved a penalty.", "sports"), ("The coach praised the defence.", "sports"),
-         ("The phone has a faster processor.", "tech"), ("The update fixed a kernel bug.", "tech"),
-         ("The laptop battery lasts longer.", "tech"), ("The server runs the new software.",
-                                                      "tech")]
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 
@@ -44,12 +39,11 @@ def trained(minilm_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("precision")
     init = make_tiny_init_dir(minilm_dir, str(root / "init"))
-    train = root / "train.jsonl"
-    train.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in TRAIN))
+    train = write_topic_train(root / "train.jsonl")
     dirs = {}
     for p in precision.PRECISIONS:
         dirs[p] = str(root / p)
-        run_finetune(str(train), init, dirs[p], epochs=3, batch_size=4, learning_rate=3e-3,
+        run_finetune(train, init, dirs[p], epochs=3, batch_size=4, learning_rate=3e-3,
                      max_seq_length=32, verbose=0, precision=p)
     return root, dirs
 

@@ -15,8 +15,9 @@ LayerNormalization computes them in float32), the task heads' final logits
 
 The compile policy says what XLA compiles, per device kind, precision and
 purpose: "whole" (the whole train step, or the whole model in a serving
-function), "attention" (only the attention core, the rest runs as TensorFlow
-ops, where grappler fuses matmul + bias + activation for oneDNN), or "none".
+function), "attention" (only the XLA islands: the attention core and the add
+& LayerNorm steps; the rest runs as TensorFlow ops, where grappler fuses
+matmul + bias + activation for oneDNN), or "none".
 `COMPILE_POLICY` holds the measured winners; `benchmarks/compile_policy.py`
 re-measures them.
 
