@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import random_batch
 
 import tfbert
@@ -12,6 +13,7 @@ from tfbert.config import ACTIVATION_ALIASES, ACTIVATIONS, BertConfig
 from tfbert.errors import ConfigError
 from tfbert.layers import (
     BertEmbeddings,
+    Dropout,
     MaskedLMHead,
     MaskedMeanPooling,
     SelfAttention,
@@ -19,6 +21,7 @@ from tfbert.layers import (
     TransformerBlock,
 )
 from tfbert.layers.activations import ACTIVATION_FUNCTIONS, bert_activation
+from tfbert.layers.dropout import dropout
 from tfbert.models import get_encoder
 
 # --- activation names ----------------------------------------------------------------------
@@ -72,8 +75,9 @@ def test_hugging_face_activation_aliases_are_imported(alias):
                           initializer_range=0.05, xla=False),
     lambda: SpanLogits(initializer_range=0.05),
     MaskedMeanPooling,
+    lambda: Dropout(0.2, seed=3),
 ], ids=["BertEmbeddings", "TransformerBlock", "SelfAttention", "SpanLogits",
-        "MaskedMeanPooling"])
+        "MaskedMeanPooling", "Dropout"])
 def test_get_config_round_trips(make):
     layer = make()
     config = layer.get_config()
@@ -140,6 +144,49 @@ def test_reloaded_pretrainer_projects_with_its_own_word_embeddings(tiny_config, 
     reference = after["mlm"].numpy()
     assert np.all(np.abs(changed[..., unused] - reference[..., unused]) > 1e-4)
     np.testing.assert_allclose(changed[..., :unused], reference[..., :unused], atol=1e-6)
+
+
+# --- dropout masks from 16-bit draws ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_drops_at_the_rate_and_pairs_from_one_draw_are_independent(rate):
+    # 2**20 elements: the kept fraction's standard deviation is below 5e-4.
+    x = tf.ones([1024, 1024])
+    out = dropout(x, rate, tf.constant([7, 11])).numpy()
+    dropped = out == 0
+    assert abs(dropped.mean() - rate) < 3e-3
+    np.testing.assert_allclose(out[~dropped], 1 / (1 - rate), rtol=1e-6)
+    # Neighbours share one 32-bit Philox word: they must still drop independently.
+    both = (dropped[:, 0::2] & dropped[:, 1::2]).mean()
+    assert abs(both - rate * rate) < 3e-3
+
+
+def test_dropout_masks_follow_the_seed_in_plain_and_xla_graphs():
+    x = tf.ones([3, 5, 7])  # an odd element count: the last word is half used
+    compiled = tf.function(dropout, jit_compile=True)
+    masks = {}
+    for seed in ((1, 2), (1, 2), (2, 1)):
+        plain = dropout(x, 0.5, tf.constant(seed)).numpy() == 0
+        xla = compiled(x, 0.5, tf.constant(seed)).numpy() == 0
+        assert plain.shape == xla.shape == (3, 5, 7)
+        np.testing.assert_array_equal(plain, xla)
+        masks.setdefault(seed, []).append(plain)
+    np.testing.assert_array_equal(*masks[(1, 2)])
+    assert not np.array_equal(masks[(1, 2)][0], masks[(2, 1)][0])
+
+
+def test_dropout_layer_keeps_the_dtype_and_is_the_identity_outside_training():
+    layer = Dropout(0.3, seed=5, dtype="bfloat16")
+    x = tf.cast(tf.random.normal([8, 64]), tf.bfloat16)
+    out = layer(x, training=True)
+    assert out.dtype == tf.bfloat16
+    kept = out.numpy() != 0
+    np.testing.assert_allclose(tf.cast(out, tf.float32).numpy()[kept],
+                               tf.cast(x, tf.float32).numpy()[kept] / 0.7, rtol=1e-2)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), x.numpy())
+    # Each call draws a new mask from the layer's seed generator.
+    assert not np.array_equal(kept, layer(x, training=True).numpy() != 0)
 
 
 # --- attention dropout: a stream of its own per layer, set by the global seed ----------------

@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfbert.layers.dense import FusedDense
+from tfbert.layers.dropout import draw_seed, dropout
 from tfbert.layers.initializers import bert_initializer
 
 
@@ -47,10 +48,7 @@ def attention_core(qkv: tf.Tensor, mask: tf.Tensor, dropout_rate: float = 0.0,
     scores = tf.where(key_is_padding, tf.constant(-1e9, tf.float32), scores)
     probs = tf.nn.softmax(scores, axis=-1)
     if dropout_rate > 0.0:
-        # Philox explicitly: the default algorithm choice compiles to a ~100x
-        # slower generator under XLA on CPU.
-        keep = tf.random.stateless_uniform(tf.shape(probs), seed=seed, alg="philox") >= dropout_rate
-        probs = tf.where(keep, probs / (1.0 - dropout_rate), tf.zeros_like(probs))
+        probs = dropout(probs, dropout_rate, seed)
     probs = tf.cast(probs, value.dtype)
     return tf.einsum("bnts,bsnd->btnd", probs, value)
 
@@ -128,8 +126,7 @@ class SelfAttention(keras.layers.Layer):
         rate = self.attention_dropout if training else 0.0
         seed = None
         if rate > 0.0:
-            seed = tf.cast(keras.random.randint((2,), 0, 2**30, seed=self.seed_generator),
-                           tf.int32)
+            seed = draw_seed(self.seed_generator)
         core = xla_attention_core if self.xla else attention_core
         context = core(qkv, tf.cast(attention_mask, tf.int32), rate, seed)
         context = tf.reshape(context, [batch, seq, self.num_heads * self.head_size])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfbert.layers.dropout import Dropout
 from tfbert.layers.initializers import bert_initializer
 
 
@@ -63,7 +64,7 @@ class BertEmbeddings(keras.layers.Layer):
         self.token_type_embeddings = table(type_vocab_size, "token_type_embeddings")
         self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_eps,
                                                          name="layer_norm")
-        self.dropout = keras.layers.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def build(self, input_shape):
         self.word_embeddings.build(input_shape)

@@ -7,6 +7,7 @@ import keras
 from tfbert.layers.activations import bert_activation
 from tfbert.layers.attention import SelfAttention
 from tfbert.layers.dense import FusedDense
+from tfbert.layers.dropout import Dropout
 from tfbert.layers.initializers import bert_initializer
 from tfbert.layers.normalization import AddLayerNorm
 
@@ -62,7 +63,7 @@ class TransformerBlock(keras.layers.Layer):
             num_heads=num_heads, head_size=hidden_size // num_heads,
             attention_dropout=attention_dropout, initializer_range=initializer_range,
             xla=xla_attention, name="attention")
-        self.attention_dropout_layer = keras.layers.Dropout(hidden_dropout)
+        self.attention_dropout_layer = Dropout(hidden_dropout)
         # Residual add + LayerNorm: XLA islands beside the attention core.
         self.attention_layer_norm = AddLayerNorm(
             epsilon=layer_norm_eps, xla=xla_attention, name="attention_layer_norm")
@@ -73,7 +74,7 @@ class TransformerBlock(keras.layers.Layer):
             kernel_initializer=bert_initializer(initializer_range), name="intermediate")
         self.output_dense = FusedDense(
             hidden_size, kernel_initializer=bert_initializer(initializer_range), name="output")
-        self.output_dropout = keras.layers.Dropout(hidden_dropout)
+        self.output_dropout = Dropout(hidden_dropout)
         self.output_layer_norm = AddLayerNorm(
             epsilon=layer_norm_eps, xla=xla_attention, name="output_layer_norm")
 

@@ -6,6 +6,7 @@ import keras
 
 from tfbert.errors import ConfigError
 from tfbert.layers import MaskedMeanPooling
+from tfbert.layers.dropout import Dropout
 from tfbert.layers.initializers import bert_initializer
 from tfbert.models.encoder import encoder_config, encoder_inputs
 
@@ -40,7 +41,7 @@ def build_classifier(encoder: keras.Model, num_classes: int, pooling: str = "cls
         raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
     inputs = encoder_inputs()
     pooled = pooled_text(encoder, inputs, pooling)
-    pooled = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
+    pooled = Dropout(dropout, name="classifier_dropout")(pooled)
     init = bert_initializer(encoder_config(encoder).initializer_range)
     # float32 logits also under a bf16 policy (`tfbert.precision`).
     logits = keras.layers.Dense(num_classes, kernel_initializer=init, dtype="float32",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfbert.layers.dropout import Dropout
 from tfbert.layers.initializers import bert_initializer
 from tfbert.models.classifier import pooled_text
 from tfbert.models.encoder import encoder_config, encoder_inputs
@@ -33,7 +34,7 @@ def build_regressor(encoder: keras.Model, pooling: str = "cls", dropout: float =
     """
     inputs = encoder_inputs()
     pooled = pooled_text(encoder, inputs, pooling)
-    pooled = keras.layers.Dropout(dropout, name="regressor_dropout")(pooled)
+    pooled = Dropout(dropout, name="regressor_dropout")(pooled)
     init = bert_initializer(encoder_config(encoder).initializer_range)
     score = keras.layers.Dense(1, kernel_initializer=init, dtype="float32",
                                name="score")(pooled)

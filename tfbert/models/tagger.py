@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfbert.errors import ConfigError
+from tfbert.layers.dropout import Dropout
 from tfbert.layers.initializers import bert_initializer
 from tfbert.models.encoder import encoder_config, encoder_inputs
 from tfbert.text.packing import IGNORE_LABEL
@@ -46,7 +47,7 @@ def build_tagger(encoder: keras.Model, num_tags: int, dropout: float = 0.1,
     # (and warning about) weights without gradients.
     encoder.get_layer("pooler").trainable = False
     sequence = encoder(inputs)["sequence_output"]
-    sequence = keras.layers.Dropout(dropout, name="tagger_dropout")(sequence)
+    sequence = Dropout(dropout, name="tagger_dropout")(sequence)
     init = bert_initializer(encoder_config(encoder).initializer_range)
     logits = keras.layers.Dense(num_tags, kernel_initializer=init, dtype="float32",
                                 name="logits")(sequence)
