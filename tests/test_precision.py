@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import make_tiny_init_dir, write_topic_train
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import tfbert
@@ -77,6 +78,22 @@ def _saved_variable_dtypes(path: str) -> set[tf.dtypes.DType]:
             if "/.ATTRIBUTES/VARIABLE_VALUE" in name and dtype.is_floating}
 
 
+def _constant_elements(path: str) -> dict[tf.dtypes.DType, int]:
+    """Float elements held in `Const` nodes of the SavedModel's functions, by dtype."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    counts: dict[tf.dtypes.DType, int] = {}
+    for function in saved.meta_graphs[0].graph_def.library.function:
+        for node in function.node_def:
+            tensor = node.attr["value"].tensor
+            dtype = tf.as_dtype(tensor.dtype) if node.op == "Const" else None
+            if dtype is not None and dtype.is_floating:
+                size = int(np.prod([d.size for d in tensor.tensor_shape.dim]))
+                counts[dtype] = counts.get(dtype, 0) + size
+    return counts
+
+
 @pytest.fixture(scope="module")
 def exports(trained):
     root, dirs = trained
@@ -89,15 +106,21 @@ def exports(trained):
     return base, out
 
 
-def test_bf16_export_stores_bf16_weights_and_passes_the_check(exports):
+def test_bf16_export_stores_bf16_weights_and_passes_the_check(exports, trained):
     _, out = exports
     path, report = out["bf16"]
     assert report.ok, report.summary()
-    dtypes = _saved_variable_dtypes(path)
-    # Encoder weights are bfloat16 on disk (cast once at export); the output
-    # layer stays float32.
-    assert tf.bfloat16 in dtypes and tf.float32 in dtypes
-    assert _saved_variable_dtypes(out["fp32"][0]) == {tf.float32}
+    model, _ = tfbert.load_model(trained[1]["fp32"])
+    logits = model.get_layer("logits").count_params()
+    # The weights are graph constants, not variables: bfloat16 for the
+    # encoder (cast once at export), float32 for the output layer.
+    for name in ("bf16", "fp32"):
+        assert _saved_variable_dtypes(out[name][0]) == set()
+    constants = _constant_elements(path)
+    assert constants[tf.bfloat16] >= model.count_params() - logits
+    assert constants[tf.float32] >= logits
+    fp32 = _constant_elements(out["fp32"][0])
+    assert tf.bfloat16 not in fp32 and fp32[tf.float32] >= model.count_params()
 
 
 def _predict(stub, model: str, texts: list[str]) -> dict[str, np.ndarray]:
