@@ -67,7 +67,7 @@ def runs(minilm_dir, tmp_path_factory):
     out = {"root": root, "train": train, "held_out": held_out}
     for mode in ("windows", "truncate"):
         model_dir = str(root / mode)
-        run_finetune(train, init, model_dir, epochs=10, batch_size=16, learning_rate=1e-2,
+        run_finetune(train, init, model_dir, epochs=15, batch_size=16, learning_rate=1e-2,
                      warmup=0.0, max_seq_length=MAX_SEQ_LENGTH, pooling="mean",
                      long_inputs=mode, doc_stride=DOC_STRIDE, verbose=0)
         out[mode] = {"dir": model_dir, "metrics": evaluate(model_dir, held_out)}
