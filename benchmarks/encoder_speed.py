@@ -40,12 +40,16 @@ import sys
 
 from benchmarks import common
 from benchmarks.common import BATCH, MINILM, SEQ_LEN, Contender, log
+from tfbert.precision import COMPILE_POLICY
 
 TFBERT_XLA = "tfbert, whole step XLA"
 TFBERT_CORE = "tfbert, XLA attention core only"
 TFBERT_NOXLA = "tfbert, no XLA"
 TFBERT_TANH = "tfbert, whole step XLA, tanh GELU"
-TFBERT_BF16 = "tfbert bf16, XLA attention core only"
+# The bf16 contender runs the CPU's bf16 training default (`COMPILE_POLICY`).
+MODE_WORDS = {"whole": "whole step XLA", "attention": "XLA attention core only",
+              "none": "no XLA"}
+TFBERT_BF16 = f"tfbert bf16, {MODE_WORDS[COMPILE_POLICY['cpu', 'bf16', 'train']]}"
 KH_XLA = "keras-hub BertBackbone, XLA"
 KH_NOXLA = "keras-hub BertBackbone, no XLA"
 KH_BF16_XLA = "keras-hub BertBackbone bf16, XLA"
