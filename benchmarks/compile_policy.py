@@ -15,7 +15,9 @@ The winner of a (precision, purpose) is the fastest by the geometric mean
 over its shapes, with the house rule that the attention core stays compiled
 where that is not slower: "attention" beats "none" unless "none" is more
 than 3% faster, and "whole" must beat the best of the others by more than
-3%. The table says where the measurement and `COMPILE_POLICY` disagree.
+3%. `COMPILE_POLICY` agrees with a measurement when its mode is within 3% of
+the fastest mode (modes closer than that trade places from run to run); the
+table says where it does not.
 
 Run: ``python -m benchmarks.compile_policy [--reps 5] [--json out.json]``.
 """
@@ -117,23 +119,26 @@ def main(argv: list[str] | None = None) -> dict:
             mean = {m: math.exp(sum(math.log(r) for r in v) / len(v)) for m, v in rates.items()}
             measured = winner(mean)
             table = COMPILE_POLICY[("cpu", precision, purpose)]
-            if measured != table:
+            agree = mean[table] * MARGIN >= max(mean.values())
+            if not agree:
                 disagreements.append(f"{precision} {purpose}: measured {measured}, "
                                      f"COMPILE_POLICY {table}")
             shapes = " and ".join(f"{b} x {t}" for b, t in SHAPES[purpose])
             rows.append([precision, purpose, shapes,
                          *(common.fmt(mean[m]) for m in MODES), measured, table,
-                         "yes" if measured == table else "**no**"])
+                         "yes" if agree else "**no**"])
             records.append(dict(precision=precision, purpose=purpose, shapes=SHAPES[purpose],
                                 seq_per_s={m: [round(r, 2) for r in v] for m, v in rates.items()},
                                 geometric_mean={m: round(v, 2) for m, v in mean.items()},
-                                measured=measured, table=table))
+                                measured=measured, table=table, agree=agree))
     md = [f"Encoder seq/s per compile mode (MiniLM-L6 shape; geometric mean over the shapes; "
           f"median of {reps}):", "",
           common.markdown_table(["precision", "purpose", "shapes", *MODES, "fastest",
-                                 "COMPILE_POLICY", "agree"], rows), "",
+                                 "COMPILE_POLICY", "agree (within 3%)"], rows), "",
           f"Rule: \"attention\" unless \"none\" is more than {100 * (MARGIN - 1):.0f}% faster; "
-          f"\"whole\" only when more than {100 * (MARGIN - 1):.0f}% faster than both. Load "
+          f"\"whole\" only when more than {100 * (MARGIN - 1):.0f}% faster than both. "
+          f"COMPILE_POLICY agrees when its mode is within {100 * (MARGIN - 1):.0f}% of the "
+          f"fastest. Load "
           f"average at start: {machine['load_at_start']}, at end: {common.load_average():.2f}."]
     if disagreements:
         md += ["", "COMPILE_POLICY disagrees with this measurement: " + "; ".join(disagreements)]
