@@ -112,8 +112,9 @@ def test_bf16_export_stores_bf16_weights_and_passes_the_check(exports, trained):
     assert report.ok, report.summary()
     model, _ = tfbert.load_model(trained[1]["fp32"])
     logits = model.get_layer("logits").count_params()
-    # The weights are graph constants, not variables: bfloat16 for the
-    # encoder (cast once at export), float32 for the output layer.
+    # Outside whole-model XLA the weights are graph constants, not
+    # variables: bfloat16 for the encoder (cast once at export), float32 for
+    # the output layer.
     for name in ("bf16", "fp32"):
         assert _saved_variable_dtypes(out[name][0]) == set()
     constants = _constant_elements(path)
@@ -121,6 +122,10 @@ def test_bf16_export_stores_bf16_weights_and_passes_the_check(exports, trained):
     assert constants[tf.float32] >= logits
     fp32 = _constant_elements(out["fp32"][0])
     assert tf.bfloat16 not in fp32 and fp32[tf.float32] >= model.count_params()
+    # Whole-model XLA keeps variables (constants would be copied into every
+    # shape's executable).
+    assert _saved_variable_dtypes(out["whole"][0]) == {tf.float32}
+    assert _constant_elements(out["whole"][0]).get(tf.float32, 0) < model.count_params() // 10
 
 
 def _predict(stub, model: str, texts: list[str]) -> dict[str, np.ndarray]:
