@@ -128,6 +128,17 @@ def test_bf16_export_stores_bf16_weights_and_passes_the_check(exports, trained):
     assert _constant_elements(out["whole"][0]).get(tf.float32, 0) < model.count_params() // 10
 
 
+def test_weights_over_the_constant_limit_stay_variables(trained, monkeypatch, tmp_path):
+    from tfbert.export import exporter
+
+    # A GraphDef must stay under protobuf's 2 GiB: past the limit, variables.
+    monkeypatch.setattr(exporter, "CONSTANT_WEIGHTS_LIMIT", 1000)
+    path, report = export_model(trained[1]["fp32"], "big", base=str(tmp_path),
+                                compile="attention", warmup="none")
+    assert report.ok, report.summary()
+    assert _saved_variable_dtypes(path) == {tf.float32}
+
+
 def _predict(stub, model: str, texts: list[str]) -> dict[str, np.ndarray]:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
