@@ -5,8 +5,7 @@ from __future__ import annotations
 import keras
 
 from tfbert.errors import ConfigError
-from tfbert.layers import MaskedMeanPooling
-from tfbert.layers.dropout import Dropout
+from tfbert.layers import Dropout, MaskedMeanPooling
 from tfbert.layers.initializers import bert_initializer
 from tfbert.models.encoder import encoder_config, encoder_inputs
 
