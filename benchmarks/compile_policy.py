@@ -1,7 +1,7 @@
 """Which compile mode is fastest here, per precision and purpose: re-derives the CPU rows
 of `tfbert.precision.COMPILE_POLICY`.
 
-For fp32 and bf16, and for training (forward + backward + AdamW under the
+For fp32 and bf16, and for training (forward + backward + tfbert's AdamW under the
 training policy, batch 32 x 128) and serving (forward under the serving
 policy at batch 32 x 128 and 32 x 48, the width of short real texts), the
 MiniLM-shaped encoder is timed in the three compile modes (interleaved
@@ -47,11 +47,11 @@ def _batch(batch: int, length: int):
 
 def build_step(precision: str, purpose: str, mode: str):
     """A function running one step of ``purpose`` on a batch, at ``precision`` in ``mode``."""
-    import keras
     import tensorflow as tf
 
     import tfbert
     from tfbert.precision import dtype_policy, serving_policy, training_policy
+    from tfbert.training.optimization import AdamW
 
     policy = training_policy(precision) if purpose == "train" else serving_policy(precision)
     with dtype_policy(policy):
@@ -64,7 +64,7 @@ def build_step(precision: str, purpose: str, mode: str):
         return forward
 
     variables = model.trainable_variables
-    optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
+    optimizer = AdamW(learning_rate=1e-4, weight_decay=0.01)
     optimizer.build(variables)
 
     @tf.function(jit_compile=mode == "whole")

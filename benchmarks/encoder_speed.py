@@ -5,7 +5,10 @@ MiniLM-L6 shape (L6/H384/A12/I1536, vocab 30522), batch 32, length 128
 contender:
 
 - forward: ``model(batch, training=False)`` (seq/s);
-- train: forward (dropout on) + backward + AdamW update (seq/s).
+- train: forward (dropout on) + backward + AdamW update (seq/s): each
+  library's own AdamW, as its users train -- tfbert's
+  (``tfbert.training.optimization.AdamW``, fused update kernels), Keras'
+  for keras-hub, PyTorch's for HF.
 
 Contenders (all in this process, timed in interleaved rounds, see
 :mod:`benchmarks.common`):
@@ -83,14 +86,14 @@ def random_batch(seed: int = 0):
 # ------------------------------------------------------------------------ TF contenders
 
 
-def _tf_steps(model, inputs: dict, outputs: tuple[str, str], jit_compile: bool):
+def _tf_steps(model, inputs: dict, outputs: tuple[str, str], jit_compile: bool,
+              optimizer_class):
     """(forward, train) callables for a Keras model returning a dict of outputs."""
-    import keras
     import tensorflow as tf
 
     seq_key, pooled_key = outputs
     variables = model.trainable_variables
-    optimizer = keras.optimizers.AdamW(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    optimizer = optimizer_class(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     optimizer.build(variables)
 
     @tf.function(jit_compile=jit_compile)
@@ -120,6 +123,7 @@ def tfbert_steps(xla_attention: bool, jit_compile: bool, hidden_act: str = "gelu
 
     import tfbert
     from tfbert.precision import dtype_policy
+    from tfbert.training.optimization import AdamW
 
     config = tfbert.BertConfig(**MINILM, xla_attention=xla_attention, hidden_act=hidden_act)
     with dtype_policy(policy):
@@ -127,10 +131,11 @@ def tfbert_steps(xla_attention: bool, jit_compile: bool, hidden_act: str = "gelu
     ids, mask, types = random_batch()
     inputs = {"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),
               "input_type_ids": tf.constant(types)}
-    return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), jit_compile)
+    return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), jit_compile, AdamW)
 
 
 def keras_hub_steps(jit_compile: bool, dtype: str = "float32"):
+    import keras
     import keras_hub
     import tensorflow as tf
 
@@ -142,7 +147,8 @@ def keras_hub_steps(jit_compile: bool, dtype: str = "float32"):
     ids, mask, types = random_batch()
     inputs = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(mask),
               "segment_ids": tf.constant(types)}
-    return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), jit_compile)
+    return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), jit_compile,
+                     keras.optimizers.AdamW)
 
 
 # --------------------------------------------------------------------- PyTorch contender

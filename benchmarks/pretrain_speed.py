@@ -1,8 +1,9 @@
 """Pretraining throughput: tfbert pretrainer vs keras-hub BertMaskedLM, and the input pipeline.
 
 MiniLM-L6 shape (L6/H384/A12/I1536, vocab 30522), batch 32, length 128, 20
-masked positions per sequence, random weights, AdamW, float32 and
-bfloat16 (Keras' ``mixed_bfloat16``). Contenders (this process, interleaved
+masked positions per sequence, random weights, AdamW (each library's own:
+tfbert's fused ``tfbert.training.optimization.AdamW``, Keras' for keras-hub),
+float32 and bfloat16 (Keras' ``mixed_bfloat16``). Contenders (this process, interleaved
 rounds, see :mod:`benchmarks.common`):
 
 - tfbert: `build_pretrainer` (masked LM + next-sentence heads), loss
@@ -60,12 +61,11 @@ def _batch():
             labels.astype(np.int32), rng.integers(0, 2, size=(BATCH,)).astype(np.int32))
 
 
-def _train_step(model, inputs, loss_fn, jit_compile: bool = True):
-    import keras
+def _train_step(model, inputs, loss_fn, optimizer_class, jit_compile: bool = True):
     import tensorflow as tf
 
     variables = model.trainable_variables
-    optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01)
+    optimizer = optimizer_class(learning_rate=1e-4, weight_decay=0.01)
     optimizer.build(variables)
 
     @tf.function(jit_compile=jit_compile)
@@ -85,6 +85,7 @@ def tfbert_step(precision: str = "fp32"):
 
     import tfbert
     from tfbert.precision import compile_policy, dtype_policy, training_policy
+    from tfbert.training.optimization import AdamW
 
     mode = compile_policy(precision, "train", device="cpu")
     ids, mask, types, positions, labels, nsp = _batch()
@@ -95,7 +96,7 @@ def tfbert_step(precision: str = "fp32"):
               "input_type_ids": tf.constant(types), "masked_lm_positions": tf.constant(positions)}
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return _train_step(model, inputs, lambda out: ce(labels, out["mlm"]) + ce(nsp, out["nsp"]),
-                       jit_compile=mode == "whole")
+                       AdamW, jit_compile=mode == "whole")
 
 
 def keras_hub_step(jit_compile: bool = True, dtype: str = "float32"):
@@ -113,7 +114,8 @@ def keras_hub_step(jit_compile: bool = True, dtype: str = "float32"):
     inputs = {"token_ids": tf.constant(ids), "padding_mask": tf.constant(mask),
               "segment_ids": tf.constant(types), "mask_positions": tf.constant(positions)}
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    return _train_step(model, inputs, lambda logits: ce(labels, logits), jit_compile)
+    return _train_step(model, inputs, lambda logits: ce(labels, logits),
+                       keras.optimizers.AdamW, jit_compile)
 
 
 def pipeline_throughput(batches: int = 60) -> tuple[float, int]:

@@ -19,6 +19,15 @@ square of the sum): Adam's first step for it is not +-lr, and the update
 differs from the same gradient given densely -- which is what an
 accumulated gradient is. `AdamW` and `Lamb` below densify such gradients
 first (summing the rows of a token), as BERT's own optimizer did.
+
+Fused AdamW: Keras' AdamW updates each weight with about ten TensorFlow
+elementwise ops, each writing a weight-sized temporary; on CPU the update of
+MiniLM's 22.7M weights took 43 ms a step. `AdamW` runs the same math as
+TensorFlow's fused kernels: `ResourceApplyAdam` (weight, both moments and
+gradient in one pass) and, for the decoupled weight decay,
+`ResourceApplyGradientDescent` (`w -= lr * wd * w`): 21 ms. Both kernels
+exist for CPU, GPU and XLA; the slot variables and the saved optimizer
+state are Keras' own.
 """
 
 from __future__ import annotations
@@ -105,10 +114,64 @@ def _dense(grads):
 
 @keras.saving.register_keras_serializable(package="tfbert")
 class AdamW(keras.optimizers.AdamW):
-    """Keras' AdamW given dense gradients (see the module docstring)."""
+    """Keras' AdamW given dense gradients, updating through fused kernels.
+
+    The arguments, the math (decoupled weight decay first, then Adam with
+    Keras' bias correction and epsilon outside the square root), the slot
+    variables and the saved state are Keras'; see the module docstring for
+    the dense gradients and the fused kernels. `amsgrad=True` runs Keras'
+    own update.
+
+    Example:
+
+    >>> w = keras.Variable([1.0, -1.0])
+    >>> opt = AdamW(learning_rate=0.1, weight_decay=0.0)
+    >>> _ = opt.apply([tf.constant([0.5, -2.0])], [w])
+    >>> [round(float(x), 4) for x in w.numpy()]  # Adam's first step: -lr * sign(g)
+    [0.9, -0.9]
+    """
 
     def apply(self, grads, trainable_variables=None):
         return super().apply(_dense(grads), trainable_variables)
+
+    def _apply_weight_decay(self, variables):
+        if self.weight_decay is None:
+            return
+
+        def decay(variable):
+            if self._use_weight_decay(variable):
+                rate = (tf.cast(self.learning_rate, variable.dtype)
+                        * tf.cast(self.weight_decay, variable.dtype))
+                tf.raw_ops.ResourceApplyGradientDescent(var=variable.handle, alpha=rate,
+                                                        delta=tf.identity(variable))
+
+        # As Keras' TensorFlow optimizer: each replica's copy under a strategy.
+        def decay_all(distribution, variables):
+            for variable in variables:
+                if isinstance(variable, keras.Variable):
+                    variable = variable.value
+                distribution.extended.update(variable, decay, group=False)
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            decay_all, self._distribution_strategy, variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+
+        def cast(value):
+            return tf.cast(value, dtype)
+
+        step = cast(self.iterations + 1)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
+            beta1_power=tf.pow(cast(self.beta_1), step),
+            beta2_power=tf.pow(cast(self.beta_2), step), lr=cast(learning_rate),
+            beta1=cast(self.beta_1), beta2=cast(self.beta_2), epsilon=cast(self.epsilon),
+            grad=cast(gradient))
 
 
 @keras.saving.register_keras_serializable(package="tfbert")
