@@ -20,8 +20,17 @@ from tfbert.layers import (
     SpanLogits,
     TransformerBlock,
 )
-from tfbert.layers.activations import ACTIVATION_FUNCTIONS, bert_activation
+from tfbert.layers.activations import (
+    ACTIVATION_FUNCTIONS,
+    bert_activation,
+    training_activation,
+)
 from tfbert.layers.dropout import dropout
+from tfbert.layers.normalization import (
+    add_layer_norm,
+    add_layer_norm_training,
+    xla_add_layer_norm_training,
+)
 from tfbert.models import get_encoder
 
 # --- activation names ----------------------------------------------------------------------
@@ -258,3 +267,56 @@ def test_encoder_attention_seed_generators_are_distinct_model_state(tiny_config)
         assert id(generator.state) in variables  # checkpointed with the model
         states.append(tuple(generator.state.numpy()))
     assert len(set(states)) == 3
+
+
+
+# --- training forms of GELU and add & LayerNorm ---------------------------------------------
+
+
+def _value_and_gradients(fn, *args):
+    """fn(*args) and the gradients of a weighted sum of it (every element its own weight)."""
+    args = [tf.convert_to_tensor(a) for a in args]
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        out = fn(*args)
+        weights = tf.reshape(tf.range(tf.size(out), dtype=tf.float32) % 7 - 3.0, tf.shape(out))
+        loss = tf.reduce_sum(tf.cast(out, tf.float32) * weights)
+    return out, tape.gradient(loss, args)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_training_gelu_has_gelus_values_and_derivative(xla):
+    x = np.linspace(-6.0, 6.0, 97, dtype="float32").reshape(1, 97)
+    want, (want_grad,) = _value_and_gradients(bert_activation("gelu"), x)
+    got, (got_grad,) = _value_and_gradients(training_activation(bert_activation("gelu"), xla), x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+    # The derivative at 0 is 1/2 and tends to 0 / 1 far left / right.
+    np.testing.assert_allclose(got_grad.numpy()[0, [0, 48, 96]] / np.array([-3.0, 3.0, 2.0]),
+                               [0.0, 0.5, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_training_add_layer_norm_has_the_values_and_gradients_of_the_plain_one(xla):
+    rng = np.random.default_rng(0)
+    inputs, residual = (rng.normal(size=(2, 5, 8)).astype("float32") for _ in range(2))
+    gamma, beta = rng.normal(size=8).astype("float32"), rng.normal(size=8).astype("float32")
+    want, want_grads = _value_and_gradients(
+        lambda *a: add_layer_norm(*a, epsilon=1e-12), inputs, residual, gamma, beta)
+    norm = xla_add_layer_norm_training if xla else add_layer_norm_training
+    got, got_grads = _value_and_gradients(lambda *a: norm(*a, 1e-12), inputs, residual, gamma,
+                                          beta)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for name, g, w in zip(("inputs", "residual", "gamma", "beta"), got_grads, want_grads,
+                          strict=True):
+        assert np.abs(w.numpy()).max() > 0.1, name
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_transformer_block_gives_the_same_output_in_training_without_dropout():
+    block = TransformerBlock(num_heads=2, hidden_size=16, intermediate_size=32,
+                             hidden_dropout=0.0, attention_dropout=0.0)
+    x = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
+    mask = np.array([[1] * 6, [1] * 4 + [0] * 2], "int32")
+    np.testing.assert_allclose(block(x, mask, training=True), block(x, mask, training=False),
+                               rtol=1e-5, atol=1e-6)

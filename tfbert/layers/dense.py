@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfbert.layers.activations import training_activation
+
 
 @keras.saving.register_keras_serializable(package="tfbert")
 class FusedDense(keras.layers.Dense):
@@ -21,6 +23,14 @@ class FusedDense(keras.layers.Dense):
     717 GFLOP/s and the float32 one from 358 to 404 (see BENCHMARKS.md). LoRA
     and Keras' quantized modes of Dense are not supported.
 
+    In training the activation is `tfbert.layers.activations.training_activation`
+    of it (for the exact GELU: the same values, a cheaper backward pass), an
+    XLA function when `xla` is set.
+
+    Args:
+        xla: compile the training activation with XLA (the other arguments
+            are `keras.layers.Dense`'s).
+
     Example:
 
     >>> import numpy as np
@@ -29,13 +39,24 @@ class FusedDense(keras.layers.Dense):
     TensorShape([2, 3, 8])
     """
 
+    def __init__(self, units: int, *, xla: bool = False, **kwargs):
+        super().__init__(units, **kwargs)
+        self.xla = xla
+
     def call(self, inputs, training=None):
         rows = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
         outputs = tf.matmul(rows, tf.cast(self.kernel, self.compute_dtype))
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, self.compute_dtype))
         if self.activation is not None:
-            outputs = self.activation(outputs)
+            activation = (training_activation(self.activation, self.xla) if training
+                          else self.activation)
+            outputs = activation(outputs)
         if inputs.shape.rank == 2:
             return outputs
         return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], axis=0))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(xla=self.xla)
+        return config

@@ -25,9 +25,10 @@ class TransformerBlock(keras.layers.Layer):
         attention_dropout: dropout on attention probabilities.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: stddev of the truncated-normal initializer.
-        xla_attention: compile the attention core and the two add & LayerNorm
-            steps with XLA (each its own small XLA function; the matmuls stay
-            TensorFlow ops, see `FusedDense`).
+        xla_attention: compile the attention core, the two add & LayerNorm
+            steps and, in training, the feed-forward GELU with XLA (each its
+            own small XLA function; the matmuls stay TensorFlow ops, see
+            `FusedDense`).
 
     Call args:
         hidden: `[B, T, hidden_size]` float inputs.
@@ -71,7 +72,8 @@ class TransformerBlock(keras.layers.Layer):
         # The activation inside the layer: matmul + bias + GELU fuse into one kernel.
         self.intermediate = FusedDense(
             intermediate_size, activation=bert_activation(hidden_act),
-            kernel_initializer=bert_initializer(initializer_range), name="intermediate")
+            kernel_initializer=bert_initializer(initializer_range), xla=xla_attention,
+            name="intermediate")
         self.output_dense = FusedDense(
             hidden_size, kernel_initializer=bert_initializer(initializer_range), name="output")
         self.output_dropout = Dropout(hidden_dropout)
@@ -89,9 +91,10 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, hidden, attention_mask, training=False):
         attended = self.attention(hidden, attention_mask, training=training)
         attended = self.attention_dropout_layer(attended, training=training)
-        hidden = self.attention_layer_norm(attended, hidden)
-        out = self.output_dropout(self.output_dense(self.intermediate(hidden)), training=training)
-        return self.output_layer_norm(out, hidden)
+        hidden = self.attention_layer_norm(attended, hidden, training=training)
+        out = self.output_dropout(self.output_dense(self.intermediate(hidden, training=training)),
+                                  training=training)
+        return self.output_layer_norm(out, hidden, training=training)
 
     def compute_output_shape(self, hidden_shape, attention_mask_shape=None):
         return hidden_shape
