@@ -11,8 +11,10 @@ cores that can exceed the step's wall time.
 
 fp32 runs under the float32 policy, bf16 under ``mixed_bfloat16`` (forward
 and train alike, so that the same script profiles revisions without
-`tfbert.precision`), each in the CPU's default compile mode for training
-(XLA attention islands, the rest as TensorFlow ops).
+`tfbert.precision`). The train step runs in the CPU's default compile mode
+for training (`tfbert.precision.compile_policy`; revisions without it: the
+XLA islands), the forward pass with the XLA islands; the optimizer is
+Keras' AdamW on every revision.
 
 ``--ref REV`` also profiles git revision REV (default: the one before the
 fused kernels; ``--ref none`` skips it)
@@ -68,6 +70,14 @@ def op_times(logdir: str, steps: int) -> dict[str, float]:
     return dict(totals)
 
 
+def _train_mode(precision: str) -> str:
+    try:
+        from tfbert.precision import compile_policy
+    except ImportError:  # a revision before the compile policy
+        return "attention"
+    return compile_policy(precision, "train", device="cpu")
+
+
 def profile(precision: str, purpose: str, batch: int, seq_len: int, steps: int) -> dict:
     import keras
     import numpy as np
@@ -78,7 +88,8 @@ def profile(precision: str, purpose: str, batch: int, seq_len: int, steps: int) 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[precision])
     try:
-        model = tfbert.build_encoder(tfbert.BertConfig(**MINILM))
+        model = tfbert.build_encoder(tfbert.BertConfig(
+            **MINILM, xla_attention=purpose == "forward" or _train_mode(precision) != "none"))
     finally:
         keras.config.set_dtype_policy(previous)
     rng = np.random.default_rng(0)
