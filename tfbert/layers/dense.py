@@ -8,6 +8,28 @@ import tensorflow as tf
 from tfbert.layers.activations import training_activation
 
 
+@tf.custom_gradient
+def matmul_bias_add(rows: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor) -> tf.Tensor:
+    """`rows @ kernel + bias` whose bias gradient is summed as a matmul.
+
+    TensorFlow's gradient of `tf.nn.bias_add` is `BiasAddGrad`, which on CPU
+    adds the rows up in the gradient's own dtype: in bfloat16 (8-bit
+    mantissa) the sum of 4096 rows was off by up to a third of its RMS.
+    Here the bias gradient is `ones @ upstream`, a matmul that accumulates
+    in float32 (and runs in about half of `BiasAddGrad`'s time); the matmul
+    gradients are TensorFlow's own. The forward pass is the same
+    `MatMul -> BiasAdd` (the remapper still fuses it).
+    """
+
+    def grad(upstream):
+        ones = tf.ones([1, tf.shape(upstream)[0]], upstream.dtype)
+        return (tf.matmul(upstream, kernel, transpose_b=True),
+                tf.matmul(rows, upstream, transpose_a=True),
+                tf.reshape(tf.matmul(ones, upstream), [-1]))
+
+    return tf.nn.bias_add(tf.matmul(rows, kernel), bias), grad
+
+
 @keras.saving.register_keras_serializable(package="tfbert")
 class FusedDense(keras.layers.Dense):
     """`keras.layers.Dense` computed as `MatMul -> BiasAdd -> activation` on 2-D rows.
@@ -25,7 +47,8 @@ class FusedDense(keras.layers.Dense):
 
     In training the activation is `tfbert.layers.activations.training_activation`
     of it (for the exact GELU: the same values, a cheaper backward pass), an
-    XLA function when `xla` is set.
+    XLA function when `xla` is set; under a 16-bit compute dtype the bias
+    gradient comes from `matmul_bias_add`.
 
     Args:
         xla: compile the training activation with XLA (the other arguments
@@ -45,9 +68,15 @@ class FusedDense(keras.layers.Dense):
 
     def call(self, inputs, training=None):
         rows = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-        outputs = tf.matmul(rows, tf.cast(self.kernel, self.compute_dtype))
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, self.compute_dtype))
+        kernel = tf.cast(self.kernel, self.compute_dtype)
+        if not self.use_bias:
+            outputs = tf.matmul(rows, kernel)
+        elif training and tf.as_dtype(self.compute_dtype).size == 2:
+            # 16-bit training: an accurate bias gradient (see `matmul_bias_add`).
+            outputs = matmul_bias_add(rows, kernel, tf.cast(self.bias, self.compute_dtype))
+        else:
+            outputs = tf.nn.bias_add(tf.matmul(rows, kernel),
+                                     tf.cast(self.bias, self.compute_dtype))
         if self.activation is not None:
             activation = (training_activation(self.activation, self.xla) if training
                           else self.activation)
