@@ -26,12 +26,19 @@ def add_layer_norm(inputs: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor, bet
     Returns:
         The normalised sum, in the dtype of `inputs`.
     """
-    # The same math as keras.ops.layer_normalization (population variance).
-    x = tf.cast(inputs, tf.float32) + tf.cast(residual, tf.float32)
-    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-    normalized = (x - mean) * tf.math.rsqrt(variance + epsilon)
+    normalized, _ = _normalize(inputs, residual, epsilon)
     return tf.cast(normalized * tf.cast(gamma, tf.float32) + tf.cast(beta, tf.float32),
                    inputs.dtype)
+
+
+def _normalize(inputs: tf.Tensor, residual: tf.Tensor,
+               epsilon: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """float32 `(x - mean) * rstd` of `x = inputs + residual`, and `rstd`."""
+    # The same math as keras.ops.layer_normalization (population variance).
+    x = tf.cast(inputs, tf.float32) + tf.cast(residual, tf.float32)
+    centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+    return centered * rstd, rstd
 
 
 def add_layer_norm_training(inputs: tf.Tensor, residual: tf.Tensor, gamma: tf.Tensor,
@@ -40,11 +47,7 @@ def add_layer_norm_training(inputs: tf.Tensor, residual: tf.Tensor, gamma: tf.Te
 
     @tf.custom_gradient
     def norm(inputs, residual, gamma, beta):
-        x = tf.cast(inputs, tf.float32) + tf.cast(residual, tf.float32)
-        centered = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-        rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True)
-                             + epsilon)
-        normalized = centered * rstd
+        normalized, rstd = _normalize(inputs, residual, epsilon)
         gamma32 = tf.cast(gamma, tf.float32)
         out = tf.cast(normalized * gamma32 + tf.cast(beta, tf.float32), inputs.dtype)
 
