@@ -15,9 +15,11 @@ Contenders (all in this process, timed in interleaved rounds, see
 
 - tfbert, whole step XLA: the step under ``tf.function(jit_compile=True)``;
 - tfbert, XLA attention core: ``tf.function`` graph, only the XLA islands
-  (attention core, add & LayerNorm) compiled, the matmuls as oneDNN kernels
-  (compile mode "attention", the CPU default for training);
-- tfbert, no XLA: ``xla_attention=False``, plain graph;
+  (attention core, training GELU) compiled, the matmuls as oneDNN kernels
+  (compile mode "attention");
+- tfbert, XLA pointwise islands: only the training GELU compiled, the
+  attention core as TensorFlow ops (compile mode "pointwise");
+- tfbert, no XLA: compile mode "none", plain graph;
 - tfbert bf16: the same model under Keras' ``mixed_bfloat16`` policy in the
   CPU's bf16 default compile mode (``tfbert.precision.compile_policy``);
 - tfbert, whole step XLA, tanh GELU: ``hidden_act="gelu_approximate"``, the
@@ -47,11 +49,12 @@ from tfbert.precision import COMPILE_POLICY
 
 TFBERT_XLA = "tfbert, whole step XLA"
 TFBERT_CORE = "tfbert, XLA attention core only"
+TFBERT_POINTWISE = "tfbert, XLA pointwise islands only"
 TFBERT_NOXLA = "tfbert, no XLA"
 TFBERT_TANH = "tfbert, whole step XLA, tanh GELU"
 # The bf16 contender runs the CPU's bf16 training default (`COMPILE_POLICY`).
 MODE_WORDS = {"whole": "whole step XLA", "attention": "XLA attention core only",
-              "none": "no XLA"}
+              "pointwise": "XLA pointwise islands only", "none": "no XLA"}
 TFBERT_BF16 = f"tfbert bf16, {MODE_WORDS[COMPILE_POLICY['cpu', 'bf16', 'train']]}"
 KH_XLA = "keras-hub BertBackbone, XLA"
 KH_NOXLA = "keras-hub BertBackbone, no XLA"
@@ -59,13 +62,15 @@ KH_BF16_XLA = "keras-hub BertBackbone bf16, XLA"
 KH_BF16_NOXLA = "keras-hub BertBackbone bf16, no XLA"
 HF_TORCH = "HF BertModel, PyTorch"
 HF_BF16 = "HF BertModel, PyTorch bf16 autocast"
-ORDER = (TFBERT_XLA, TFBERT_TANH, TFBERT_CORE, TFBERT_NOXLA, TFBERT_BF16, KH_XLA, KH_NOXLA,
+ORDER = (TFBERT_XLA, TFBERT_TANH, TFBERT_CORE, TFBERT_POINTWISE, TFBERT_NOXLA, TFBERT_BF16,
+         KH_XLA, KH_NOXLA,
          KH_BF16_XLA, KH_BF16_NOXLA, HF_TORCH, HF_BF16)
 BF16 = {TFBERT_BF16, KH_BF16_XLA, KH_BF16_NOXLA, HF_BF16}
 # Whom each contender is compared with in the "vs keras-hub" column: keras-hub
 # at the same precision in the same XLA mode (whole step, or none).
 KERAS_HUB_PEER = {TFBERT_XLA: KH_XLA, TFBERT_TANH: KH_XLA, TFBERT_CORE: KH_NOXLA,
-                  TFBERT_NOXLA: KH_NOXLA, KH_XLA: KH_XLA, KH_NOXLA: KH_NOXLA, HF_TORCH: KH_XLA,
+                  TFBERT_POINTWISE: KH_NOXLA, TFBERT_NOXLA: KH_NOXLA, KH_XLA: KH_XLA,
+                  KH_NOXLA: KH_NOXLA, HF_TORCH: KH_XLA,
                   TFBERT_BF16: KH_BF16_NOXLA, KH_BF16_XLA: KH_BF16_XLA,
                   KH_BF16_NOXLA: KH_BF16_NOXLA, HF_BF16: KH_BF16_XLA}
 HF_PEER = {name: HF_BF16 if name in BF16 else HF_TORCH for name in ORDER}
@@ -117,21 +122,21 @@ def _tf_steps(model, inputs: dict, outputs: tuple[str, str], jit_compile: bool,
     return (lambda: float(forward(inputs))), (lambda: float(train(inputs)))
 
 
-def tfbert_steps(xla_attention: bool, jit_compile: bool, hidden_act: str = "gelu",
-                 policy: str = "float32"):
+def tfbert_steps(mode: str, hidden_act: str = "gelu", policy: str = "float32"):
+    """tfbert's forward and train step in compile `mode` (`tfbert.precision.COMPILE_MODES`)."""
     import tensorflow as tf
 
     import tfbert
-    from tfbert.precision import dtype_policy
+    from tfbert.precision import dtype_policy, island_config
     from tfbert.training.optimization import AdamW
 
-    config = tfbert.BertConfig(**MINILM, xla_attention=xla_attention, hidden_act=hidden_act)
+    config = tfbert.BertConfig(**MINILM, **island_config(mode), hidden_act=hidden_act)
     with dtype_policy(policy):
         model = tfbert.build_encoder(config)
     ids, mask, types = random_batch()
     inputs = {"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),
               "input_type_ids": tf.constant(types)}
-    return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), jit_compile, AdamW)
+    return _tf_steps(model, inputs, ("sequence_output", "pooled_output"), mode == "whole", AdamW)
 
 
 def keras_hub_steps(jit_compile: bool, dtype: str = "float32"):
@@ -201,8 +206,7 @@ def _tfbert_bf16_steps():
     """tfbert under mixed_bfloat16 in the CPU's bf16 training compile mode."""
     from tfbert.precision import compile_policy, training_policy
 
-    mode = compile_policy("bf16", "train", device="cpu")
-    return tfbert_steps(xla_attention=mode != "none", jit_compile=mode == "whole",
+    return tfbert_steps(compile_policy("bf16", "train", device="cpu"),
                         policy=training_policy("bf16"))
 
 
@@ -212,11 +216,11 @@ def _tfbert_bf16_steps():
 def build_contenders(names, forward_steps: int):
     """{name: (forward Contender, train Contender)}, plus HF attention impl."""
     builders = {
-        TFBERT_XLA: lambda: tfbert_steps(xla_attention=True, jit_compile=True),
-        TFBERT_CORE: lambda: tfbert_steps(xla_attention=True, jit_compile=False),
-        TFBERT_NOXLA: lambda: tfbert_steps(xla_attention=False, jit_compile=False),
-        TFBERT_TANH: lambda: tfbert_steps(xla_attention=True, jit_compile=True,
-                                          hidden_act="gelu_approximate"),
+        TFBERT_XLA: lambda: tfbert_steps("whole"),
+        TFBERT_CORE: lambda: tfbert_steps("attention"),
+        TFBERT_POINTWISE: lambda: tfbert_steps("pointwise"),
+        TFBERT_NOXLA: lambda: tfbert_steps("none"),
+        TFBERT_TANH: lambda: tfbert_steps("whole", hidden_act="gelu_approximate"),
         TFBERT_BF16: lambda: _tfbert_bf16_steps(),
         KH_XLA: lambda: keras_hub_steps(jit_compile=True),
         KH_NOXLA: lambda: keras_hub_steps(jit_compile=False),
@@ -254,7 +258,8 @@ def make_table(timings: dict, flops_per_seq: float) -> tuple[str, list[dict], di
     """Markdown table, records and the in-round matmul rates it used for MFU."""
     peaks = {"fp32": timings[common.PROBE].throughput,
              "bf16": timings[common.PROBE_BF16].throughput}
-    fp32_tfbert = max((timings[n].throughput for n in (TFBERT_XLA, TFBERT_CORE, TFBERT_NOXLA)
+    fp32_tfbert = max((timings[n].throughput
+                       for n in (TFBERT_XLA, TFBERT_CORE, TFBERT_POINTWISE, TFBERT_NOXLA)
                        if n in timings), default=float("nan"))
     rows, records = [], []
     for name in ORDER:

@@ -84,12 +84,12 @@ def tfbert_step(precision: str = "fp32"):
     import tensorflow as tf
 
     import tfbert
-    from tfbert.precision import compile_policy, dtype_policy, training_policy
+    from tfbert.precision import compile_policy, dtype_policy, island_config, training_policy
     from tfbert.training.optimization import AdamW
 
     mode = compile_policy(precision, "train", device="cpu")
     ids, mask, types, positions, labels, nsp = _batch()
-    config = tfbert.BertConfig(**MINILM, xla_attention=mode != "none")
+    config = tfbert.BertConfig(**MINILM, **island_config(mode))
     with dtype_policy(training_policy(precision)):
         model = tfbert.build_pretrainer(tfbert.build_encoder(config))
     inputs = {"input_word_ids": tf.constant(ids), "input_mask": tf.constant(mask),

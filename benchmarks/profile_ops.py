@@ -78,6 +78,15 @@ def _train_mode(precision: str) -> str:
     return compile_policy(precision, "train", device="cpu")
 
 
+def _island_fields(mode: str) -> dict:
+    """The `BertConfig` fields of compile `mode` in the revision being profiled."""
+    try:
+        from tfbert.precision import island_config
+    except ImportError:  # a revision with one switch for all the islands
+        return {"xla_attention": mode != "none"}
+    return island_config(mode)
+
+
 def profile(precision: str, purpose: str, batch: int, seq_len: int, steps: int) -> dict:
     import keras
     import numpy as np
@@ -88,8 +97,8 @@ def profile(precision: str, purpose: str, batch: int, seq_len: int, steps: int) 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[precision])
     try:
-        model = tfbert.build_encoder(tfbert.BertConfig(
-            **MINILM, xla_attention=purpose == "forward" or _train_mode(precision) != "none"))
+        mode = "attention" if purpose == "forward" else _train_mode(precision)
+        model = tfbert.build_encoder(tfbert.BertConfig(**MINILM, **_island_fields(mode)))
     finally:
         keras.config.set_dtype_policy(previous)
     rng = np.random.default_rng(0)

@@ -6,6 +6,7 @@ from conftest import random_batch
 
 import tfbert
 from tfbert.models import encoder_config
+from tfbert.precision import dtype_policy, island_config, training_policy
 
 
 def _concrete_graph_has_xla(fn, batch) -> bool:
@@ -37,8 +38,57 @@ def test_padding_does_not_change_real_tokens(tiny_config):
 def test_attention_core_is_xla_compiled(tiny_config):
     batch = random_batch(tiny_config.vocab_size)
     assert _concrete_graph_has_xla(tfbert.build_encoder(tiny_config), batch)
-    no_xla = tiny_config.replace(xla_attention=False)
+    no_xla = tiny_config.replace(**island_config("none"))
     assert not _concrete_graph_has_xla(tfbert.build_encoder(no_xla), batch)
+
+
+def _xla_ops(encoder, batch, training) -> set[str]:
+    """The op types inside the XLA functions of `encoder`'s traced call."""
+    spec = {k: tf.TensorSpec([None, None], tf.int32, name=k) for k in batch}
+    graph = tf.function(lambda b: encoder(b, training=training)).get_concrete_function(
+        spec).graph.as_graph_def()
+    return {node.op for f in graph.library.function if f.attr["_XlaMustCompile"].b
+            for node in f.node_def}
+
+
+def test_pointwise_mode_compiles_the_elementwise_steps_but_not_the_attention(tiny_config):
+    batch = random_batch(tiny_config.vocab_size)
+    attention = tfbert.build_encoder(tiny_config.replace(**island_config("attention")))
+    pointwise = tfbert.build_encoder(tiny_config.replace(**island_config("pointwise")))
+    for training, elementwise in ((False, "Rsqrt"), (True, "Erf")):  # LayerNorm; GELU
+        assert {"BatchMatMulV2", "Softmax", elementwise} <= _xla_ops(attention, batch, training)
+        ops = _xla_ops(pointwise, batch, training)
+        assert elementwise in ops and not {"BatchMatMulV2", "Softmax"} & ops
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compile_modes_train_the_same_with_dropout(tiny_config, precision):
+    """Outputs and every gradient agree across the island modes, dropout on:
+    the same masks from the same seeds, XLA-compiled or not."""
+    config = tiny_config.replace(hidden_dropout=0.2, attention_dropout=0.3)
+    batch = random_batch(tiny_config.vocab_size, pad_from=7)
+    results = {}
+    for mode in ("attention", "pointwise", "none"):
+        keras.utils.set_random_seed(7)
+        with dtype_policy(training_policy(precision)):
+            encoder = tfbert.build_encoder(config.replace(**island_config(mode)))
+        with tf.GradientTape() as tape:
+            out = encoder(batch, training=True)
+            loss = (tf.reduce_sum(tf.cast(out["sequence_output"], tf.float32) ** 2)
+                    + tf.reduce_sum(tf.cast(out["pooled_output"], tf.float32)))
+        grads = tape.gradient(loss, encoder.trainable_weights)
+        results[mode] = [tf.cast(out["sequence_output"], tf.float32).numpy()] + [
+            tf.convert_to_tensor(g).numpy() for g in grads]
+    # Relative to each array's largest entry: some gradients (LayerNorm-
+    # invariant directions) are sums that cancel to almost nothing.
+    tolerance = {"fp32": 1e-4, "bf16": 0.03}[precision]
+    for mode in ("pointwise", "none"):
+        for got, want in zip(results[mode], results["attention"], strict=True):
+            np.testing.assert_allclose(got, want, rtol=0,
+                                       atol=tolerance * np.abs(want).max(), err_msg=mode)
+    # Dropout was on: the output is not the inference output.
+    assert not np.allclose(results["none"][0], tf.cast(encoder(batch)["sequence_output"],
+                                                         tf.float32).numpy(), atol=1e-3)
 
 
 def test_xla_on_and_off_agree(tiny_config):
@@ -114,7 +164,7 @@ def test_every_config_field_reaches_its_layer(tiny_config):
     # Distinct values everywhere: a swapped pair of arguments would show.
     config = tiny_config.replace(hidden_act="relu", hidden_dropout=0.15, attention_dropout=0.25,
                                  layer_norm_eps=1e-7, initializer_range=0.03, type_vocab_size=3,
-                                 xla_attention=False)
+                                 xla_pointwise=False)
     encoder = tfbert.build_encoder(config)
     assert encoder_config(encoder) == config
     embeddings = encoder.get_layer("embeddings")
@@ -122,7 +172,8 @@ def test_every_config_field_reaches_its_layer(tiny_config):
     assert embeddings.token_type_embeddings.input_dim == 3
     for i in range(config.num_layers):
         block = encoder.get_layer(f"layer_{i}")
-        assert block.attention.attention_dropout == 0.25 and block.attention.xla is False
+        assert block.attention.attention_dropout == 0.25 and block.attention.xla is True
+        assert not (block.intermediate.xla or block.output_layer_norm.xla)
         assert block.attention_dropout_layer.rate == block.output_dropout.rate == 0.15
         assert block.output_layer_norm.epsilon == 1e-7
         assert block.intermediate.kernel.shape == (config.hidden_size, config.intermediate_size)

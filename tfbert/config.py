@@ -59,6 +59,9 @@ class BertConfig:
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: stddev of the truncated-normal initializer.
         xla_attention: run the attention core as an XLA-compiled function.
+        xla_pointwise: run the elementwise steps between the dense layers
+            as XLA-compiled functions: the add & LayerNorm steps in
+            inference, the feed-forward GELU in training.
 
     Example:
 
@@ -80,6 +83,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     xla_attention: bool = True
+    xla_pointwise: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",

@@ -15,9 +15,12 @@ LayerNormalization computes them in float32), the task heads' final logits
 
 The compile policy says what XLA compiles, per device kind, precision and
 purpose: "whole" (the whole train step, or the whole model in a serving
-function), "attention" (only the XLA islands: the attention core, the add
-& LayerNorm steps and, in training, the GELU; the rest runs as TensorFlow
-ops, where grappler fuses matmul + bias + activation for oneDNN), or "none".
+function), "attention" (only the XLA islands: the attention core, in
+serving the add & LayerNorm steps and, in training, the GELU; the rest runs
+as TensorFlow ops, where grappler fuses matmul + bias + activation for
+oneDNN), "pointwise" (those islands but the attention core, which runs as
+TensorFlow ops: on CPU oneDNN's bfloat16 batched matmuls are the faster
+ones), or "none".
 `COMPILE_POLICY` holds the measured winners; `benchmarks/compile_policy.py`
 re-measures them.
 
@@ -44,7 +47,7 @@ from tfbert.errors import ConfigError
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 TRAINING_POLICIES: dict[str, str] = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 SERVING_POLICIES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16"}
-COMPILE_MODES: tuple[str, ...] = ("whole", "attention", "none")
+COMPILE_MODES: tuple[str, ...] = ("whole", "attention", "pointwise", "none")
 PURPOSES: tuple[str, ...] = ("train", "serve")
 DEVICES: tuple[str, ...] = ("cpu", "gpu")
 
@@ -55,7 +58,7 @@ DEVICES: tuple[str, ...] = ("cpu", "gpu")
 # (XLA-compiled steps and serving graphs) and are not measured here.
 COMPILE_POLICY: dict[tuple[str, str, str], str] = {
     ("cpu", "fp32", "train"): "none",
-    ("cpu", "bf16", "train"): "none",
+    ("cpu", "bf16", "train"): "pointwise",
     ("cpu", "fp32", "serve"): "whole",
     ("cpu", "bf16", "serve"): "attention",
     ("gpu", "fp32", "train"): "whole",
@@ -121,6 +124,21 @@ def check_compile_mode(mode: str) -> str:
     if mode not in COMPILE_MODES:
         raise ConfigError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
     return mode
+
+
+def island_config(mode: str) -> dict[str, bool]:
+    """The `BertConfig` fields that build a model's XLA islands for compile `mode`.
+
+    "whole" builds the "attention" islands: the whole-step `jit_compile`
+    compiles them with everything else.
+
+    Example:
+
+    >>> island_config("pointwise")
+    {'xla_attention': False, 'xla_pointwise': True}
+    """
+    check_compile_mode(mode)
+    return {"xla_attention": mode in ("whole", "attention"), "xla_pointwise": mode != "none"}
 
 
 @functools.cache
@@ -195,4 +213,5 @@ def warn_if_slow(precision: str, what: str = "tfbert") -> bool:
 __all__ = ["COMPILE_MODES", "COMPILE_POLICY", "PRECISIONS", "SERVING_POLICIES",
            "TRAINING_POLICIES", "bf16_support", "check_compile_mode", "check_precision",
            "compile_policy", "cpu_flags", "device_kind", "dtype_policy",
-           "gpu_compute_capabilities", "serving_policy", "training_policy", "warn_if_slow"]
+           "gpu_compute_capabilities", "island_config", "serving_policy", "training_policy",
+           "warn_if_slow"]

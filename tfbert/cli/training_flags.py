@@ -17,11 +17,11 @@ from tfbert.errors import ConfigError
 
 # The choices as literals: `tfbert --help` imports no TensorFlow.
 PRECISION_CHOICES = ("fp32", "bf16")
-COMPILE_CHOICES = ("whole", "attention", "none")
+COMPILE_CHOICES = ("whole", "attention", "pointwise", "none")
 
 
 def add_precision_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
-    """Add `--precision fp32|bf16` and `--compile whole|attention|none`."""
+    """Add `--precision fp32|bf16` and `--compile whole|attention|pointwise|none`."""
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                         help="bf16: bfloat16 matmuls and activations (softmax, LayerNorm "
                         "statistics and logits stay float32); fast on GPUs of compute "
@@ -30,9 +30,11 @@ def add_precision_arguments(parser: argparse.ArgumentParser, purpose: str) -> No
     what = "the train step" if purpose == "train" else "the whole model call"
     parser.add_argument("--compile", choices=COMPILE_CHOICES, default=None,
                         help=f"what XLA compiles: whole ({what}), attention (only the "
-                        "attention core and the add & LayerNorm steps; matmuls run as fused "
-                        "oneDNN kernels) or none; default the fastest measured for this device "
-                        "and precision (README, 'Precision and compilation')")
+                        "attention core, the add & LayerNorm steps in serving and the GELU in "
+                        "training; matmuls run as fused oneDNN kernels), pointwise (as "
+                        "attention, but the attention core's batched matmuls run in oneDNN too) "
+                        "or none; default the fastest measured for this device and precision "
+                        "(README, 'Precision and compilation')")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

@@ -113,7 +113,7 @@ def build_archive(model: keras.Model, info: TaskInfo, tokenizer: BertTokenizer,
 
     `compile="whole"` runs the model call as one XLA function, weights as
     variables; the other modes are the model's own (its config's
-    `xla_attention`), with the weights as graph constants (`ServingModel`)
+    `xla_attention`, `xla_pointwise`), with the weights as graph constants (`ServingModel`)
     unless they exceed `CONSTANT_WEIGHTS_LIMIT`. Variables are tracked by the
     archive.
     """
@@ -185,7 +185,7 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         mode = "none"
     precisions.warn_if_slow(precision, "tfbert export")
     with precisions.dtype_policy(precisions.serving_policy(precision)):
-        model, info = load_model(model_dir, {"xla_attention": mode != "none"})
+        model, info = load_model(model_dir, precisions.island_config(mode))
     spec = tasks.get(info.task)
     positions = encoder_config(model).max_position_embeddings
     if max_seq_length is not None and max_seq_length > positions:

@@ -1,11 +1,12 @@
 """Residual add + LayerNorm as one XLA-compiled function.
 
-Training uses `add_layer_norm_training`: the same forward values, with the
-backward pass written out (`dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`
-for `g = dy * gamma`) where TensorFlow differentiates the moments op by op.
-Forward + backward of one MiniLM LayerNorm (`[32, 128, 384]`) takes 3.8
-instead of 5.1 ms, float32 or bfloat16 (as an XLA function 4.9 instead
-of 5.9).
+Training uses `add_layer_norm_training`, as TensorFlow ops: the same forward
+values, with the backward pass written out (`dx = rstd * (g - mean(g) - xhat
+* mean(g * xhat))` for `g = dy * gamma`) where TensorFlow differentiates the
+moments op by op. Forward + backward of one MiniLM LayerNorm (`[32, 128,
+384]`) takes 3.8 instead of 5.1 ms, float32 or bfloat16; as an XLA function
+it took 4.9 (5.9 differentiated op by op), so training keeps it out of the
+XLA islands (a whole-step `jit_compile` still compiles it with the step).
 """
 
 from __future__ import annotations
@@ -71,8 +72,6 @@ def add_layer_norm_training(inputs: tf.Tensor, residual: tf.Tensor, gamma: tf.Te
 # the add, the two reductions, the casts and the affine map into one pass
 # over the activations, where TensorFlow ops take six.
 xla_add_layer_norm = tf.function(add_layer_norm, jit_compile=True, reduce_retracing=True)
-xla_add_layer_norm_training = tf.function(add_layer_norm_training, jit_compile=True,
-                                          reduce_retracing=True)
 
 
 @keras.saving.register_keras_serializable(package="tfbert")
@@ -82,13 +81,13 @@ class AddLayerNorm(keras.layers.LayerNormalization):
     The same variables (`gamma`, `beta`) and weight files as
     `keras.layers.LayerNormalization` over the last axis; the residual add of
     a transformer block and the normalisation run as one XLA function (or,
-    with `xla=False`, the same math as TensorFlow ops); in training with the
-    written-out gradient of `add_layer_norm_training`. Statistics are
+    with `xla=False`, the same math as TensorFlow ops); in training as
+    `add_layer_norm_training` (TensorFlow ops, written-out gradient). Statistics are
     float32 under any dtype policy; the output has the input's dtype.
 
     Args:
         epsilon: added to the variance.
-        xla: compile with XLA.
+        xla: compile with XLA (inference).
 
     Call args:
         inputs: `[..., H]` floats.
@@ -109,7 +108,7 @@ class AddLayerNorm(keras.layers.LayerNormalization):
 
     def call(self, inputs, residual, training=None):
         if training:
-            norm = xla_add_layer_norm_training if self.xla else add_layer_norm_training
+            norm = add_layer_norm_training
         else:
             norm = xla_add_layer_norm if self.xla else add_layer_norm
         inputs = tf.cast(inputs, self.compute_dtype)

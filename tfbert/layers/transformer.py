@@ -25,10 +25,11 @@ class TransformerBlock(keras.layers.Layer):
         attention_dropout: dropout on attention probabilities.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: stddev of the truncated-normal initializer.
-        xla_attention: compile the attention core, the two add & LayerNorm
-            steps and, in training, the feed-forward GELU with XLA (each its
-            own small XLA function; the matmuls stay TensorFlow ops, see
-            `FusedDense`).
+        xla_attention: compile the attention core with XLA.
+        xla_pointwise: compile the two add & LayerNorm steps (inference)
+            and the feed-forward GELU (training) with XLA.
+            Each is its own small XLA function; the dense layers' matmuls
+            stay TensorFlow ops (see `FusedDense`).
 
     Call args:
         hidden: `[B, T, hidden_size]` float inputs.
@@ -49,7 +50,8 @@ class TransformerBlock(keras.layers.Layer):
     def __init__(self, *, num_heads: int, hidden_size: int, intermediate_size: int,
                  hidden_act: str = "gelu", hidden_dropout: float = 0.1,
                  attention_dropout: float = 0.1, layer_norm_eps: float = 1e-12,
-                 initializer_range: float = 0.02, xla_attention: bool = True, **kwargs):
+                 initializer_range: float = 0.02, xla_attention: bool = True,
+                 xla_pointwise: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.hidden_size = hidden_size
@@ -60,6 +62,7 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
         self.xla_attention = xla_attention
+        self.xla_pointwise = xla_pointwise
         self.attention = SelfAttention(
             num_heads=num_heads, head_size=hidden_size // num_heads,
             attention_dropout=attention_dropout, initializer_range=initializer_range,
@@ -67,18 +70,18 @@ class TransformerBlock(keras.layers.Layer):
         self.attention_dropout_layer = Dropout(hidden_dropout)
         # Residual add + LayerNorm: XLA islands beside the attention core.
         self.attention_layer_norm = AddLayerNorm(
-            epsilon=layer_norm_eps, xla=xla_attention, name="attention_layer_norm")
+            epsilon=layer_norm_eps, xla=xla_pointwise, name="attention_layer_norm")
         # An initializer (so a seed) of its own for each kernel.
         # The activation inside the layer: matmul + bias + GELU fuse into one kernel.
         self.intermediate = FusedDense(
             intermediate_size, activation=bert_activation(hidden_act),
-            kernel_initializer=bert_initializer(initializer_range), xla=xla_attention,
+            kernel_initializer=bert_initializer(initializer_range), xla=xla_pointwise,
             name="intermediate")
         self.output_dense = FusedDense(
             hidden_size, kernel_initializer=bert_initializer(initializer_range), name="output")
         self.output_dropout = Dropout(hidden_dropout)
         self.output_layer_norm = AddLayerNorm(
-            epsilon=layer_norm_eps, xla=xla_attention, name="output_layer_norm")
+            epsilon=layer_norm_eps, xla=xla_pointwise, name="output_layer_norm")
 
     def build(self, input_shape):
         self.attention.build(input_shape)
@@ -107,5 +110,5 @@ class TransformerBlock(keras.layers.Layer):
                       attention_dropout=self.attention_dropout,
                       layer_norm_eps=self.layer_norm_eps,
                       initializer_range=self.initializer_range,
-                      xla_attention=self.xla_attention)
+                      xla_attention=self.xla_attention, xla_pointwise=self.xla_pointwise)
         return config

@@ -65,6 +65,7 @@ def build_encoder(config: BertConfig, name: str = ENCODER_NAME) -> keras.Model:
             layer_norm_eps=config.layer_norm_eps,
             initializer_range=config.initializer_range,
             xla_attention=config.xla_attention,
+            xla_pointwise=config.xla_pointwise,
             name=f"layer_{i}",
         )(x, inputs["input_mask"])
     first_token = keras.ops.take(x, 0, axis=1)

@@ -164,7 +164,7 @@ def run_finetune(train: str, init: str, output: str, validation: str | None = No
     steps_per_epoch = math.ceil(data.train_size / batch_size)
     total = steps_per_epoch * epochs
     with dist.scope(), precisions.dtype_policy(precisions.training_policy(precision)):
-        model = spec.build_model(load_encoder(init, xla_attention=mode != "none"), data.info)
+        model = spec.build_model(load_encoder(init, **precisions.island_config(mode)), data.info)
         optimizer = create_optimizer("adamw", learning_rate, total, int(warmup * total),
                                      accumulation_steps=accumulation_steps)
         spec.compile_model(model, optimizer,

@@ -223,9 +223,9 @@ def run_pretraining(corpus: str | Sequence[str], vocab: str | None = None,
         with dist.scope():
             if init is None:
                 model = build_pretrainer(build_encoder(
-                    bert_config.replace(xla_attention=mode != "none")))
+                    bert_config.replace(**precisions.island_config(mode))))
             else:
-                model, _, missing = load_pretrainer(init, {"xla_attention": mode != "none"})
+                model, _, missing = load_pretrainer(init, precisions.island_config(mode))
                 if missing and _is_chief(dist):
                     heads = "/".join(h.upper() for h in missing)
                     print(f"tfbert pretrain: no {heads} head weights in {init}: "
