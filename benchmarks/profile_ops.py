@@ -70,20 +70,35 @@ def op_times(logdir: str, steps: int) -> dict[str, float]:
     return dict(totals)
 
 
+def _in_profiled_tree(module: str) -> bool:
+    """Whether ``tfbert/<module>.py`` exists in the tree being profiled.
+
+    The editable install resolves a module that revision lacks from the
+    working tree instead of failing, so an ImportError cannot tell.
+    """
+    import tfbert
+
+    return os.path.exists(os.path.join(os.path.dirname(tfbert.__file__), f"{module}.py"))
+
+
 def _train_mode(precision: str) -> str:
-    try:
-        from tfbert.precision import compile_policy
-    except ImportError:  # a revision before the compile policy
+    if not _in_profiled_tree("precision"):  # a revision before the compile policy
         return "attention"
+    from tfbert.precision import compile_policy
+
     return compile_policy(precision, "train", device="cpu")
 
 
 def _island_fields(mode: str) -> dict:
     """The `BertConfig` fields of compile `mode` in the revision being profiled."""
-    try:
-        from tfbert.precision import island_config
-    except ImportError:  # a revision with one switch for all the islands
-        return {"xla_attention": mode != "none"}
+    import dataclasses
+
+    import tfbert
+
+    if "xla_pointwise" not in {f.name for f in dataclasses.fields(tfbert.BertConfig)}:
+        return {"xla_attention": mode != "none"}  # one switch for all the islands
+    from tfbert.precision import island_config
+
     return island_config(mode)
 
 
