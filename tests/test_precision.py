@@ -250,3 +250,17 @@ def test_readme_compile_policy_table_is_the_default():
         table[(device.lower(), p, "train")] = train
         table[(device.lower(), p, "serve")] = serve_mode
     assert table == precision.COMPILE_POLICY
+
+
+def test_the_command_line_offers_every_precision_and_compile_mode():
+    """`--precision` and `--compile` spell their choices out (no TensorFlow import for
+    `--help`): they must be the library's, so `--compile pointwise` reaches the model."""
+    from tfbert.cli.training_flags import COMPILE_CHOICES, PRECISION_CHOICES
+
+    assert COMPILE_CHOICES == precision.COMPILE_MODES
+    assert PRECISION_CHOICES == precision.PRECISIONS
+    assert precision.island_config("pointwise") == {"xla_attention": False,
+                                                    "xla_pointwise": True}
+    assert precision.island_config("none") == {"xla_attention": False, "xla_pointwise": False}
+    assert precision.island_config("whole") == precision.island_config("attention") == {
+        "xla_attention": True, "xla_pointwise": True}
