@@ -31,8 +31,8 @@ def add_precision_arguments(parser: argparse.ArgumentParser, purpose: str) -> No
     parser.add_argument("--compile", choices=COMPILE_CHOICES, default=None,
                         help=f"what XLA compiles: whole ({what}), attention (only the "
                         "attention core, the add & LayerNorm steps in serving and the GELU in "
-                        "training; matmuls run as fused oneDNN kernels), pointwise (as "
-                        "attention, but the attention core's batched matmuls run in oneDNN too) "
+                        "training; matmuls run as fused oneDNN kernels), pointwise (those "
+                        "islands without the attention core, which runs as TensorFlow ops) "
                         "or none; default the fastest measured for this device and precision "
                         "(README, 'Precision and compilation')")
 
