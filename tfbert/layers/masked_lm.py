@@ -75,7 +75,7 @@ class MaskedLMHead(keras.layers.Layer):
         picked = tf.gather(sequence_output, positions, batch_dims=1)
         # Rows [B*P, H]: a [B, P, H] x [V, H]^T matmul broadcasts the table
         # over the batch, and its gradient summed B copies of the [V, H]
-        # table gradient (a third of a MiniLM pretraining step on CPU).
+        # table gradient (about a tenth of a MiniLM pretraining step on CPU).
         rows = tf.reshape(picked, [-1, self.word_embeddings.output_dim])
         x = self.layer_norm(self._activation(self.transform(rows)))
         table = tf.cast(self.word_embeddings.embeddings, x.dtype)
