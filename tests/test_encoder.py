@@ -91,9 +91,10 @@ def test_compile_modes_train_the_same_with_dropout(tiny_config, precision):
                                                          tf.float32).numpy(), atol=1e-3)
 
 
-def test_xla_on_and_off_agree(tiny_config):
+@pytest.mark.parametrize("mode", ["pointwise", "none"])
+def test_xla_on_and_off_agree(tiny_config, mode):
     xla = tfbert.build_encoder(tiny_config)
-    plain = tfbert.build_encoder(tiny_config.replace(xla_attention=False))
+    plain = tfbert.build_encoder(tiny_config.replace(**island_config(mode)))
     plain.set_weights(xla.get_weights())
     batch = random_batch(tiny_config.vocab_size, pad_from=5)
     a, b = xla(batch), plain(batch)
