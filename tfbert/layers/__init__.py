@@ -1,6 +1,11 @@
 """Keras layers of BERT: embeddings, XLA attention, transformer block, heads."""
 
-from tfbert.layers.attention import SelfAttention, attention_core, xla_attention_core
+from tfbert.layers.attention import (
+    SelfAttention,
+    attention_column_scale,
+    attention_core,
+    xla_attention_core,
+)
 from tfbert.layers.dense import FusedDense
 from tfbert.layers.dropout import Dropout
 from tfbert.layers.embeddings import BertEmbeddings
@@ -12,4 +17,5 @@ from tfbert.layers.transformer import TransformerBlock
 
 __all__ = ["AddLayerNorm", "BertEmbeddings", "Dropout", "FusedDense", "MaskedLMHead",
            "MaskedMeanPooling", "SelfAttention", "SpanLogits", "TransformerBlock",
-           "add_layer_norm", "attention_core", "xla_add_layer_norm", "xla_attention_core"]
+           "add_layer_norm", "attention_column_scale", "attention_core", "xla_add_layer_norm",
+           "xla_attention_core"]

@@ -5,10 +5,14 @@ projection (kernel `[H, 3H]`, the query, key and value kernels side by side,
 so one big matmul instead of three small ones) and one `output` projection.
 Checkpoints keep BERT's separate query/key/value names: the loaders and
 writers in `tfbert.checkpoints` split and merge the `qkv` weights. Only the
-math between the projections -- QK^T/sqrt(d), padding bias, softmax,
-dropout, weighted sum of V -- goes through `tf.function(jit_compile=True)`,
-so XLA fuses the memory-bound softmax/mask/scale chain between the two
-batched matmuls (and the split of `qkv` into the matmuls' operands). No
+math between the projections -- QK^T, padding bias, softmax, dropout,
+weighted sum of V -- goes through `tf.function(jit_compile=True)`, so XLA
+fuses the memory-bound softmax/mask chain between the two batched matmuls
+(and the split of `qkv` into the matmuls' operands). The two constant scales
+of attention, 1/sqrt(d) on the scores and 1/(1 - rate) on the kept
+probabilities, are folded into the `qkv` kernel's query and value columns
+(`FusedDense`'s `column_scale`): a multiply of the `[H, 3H]` kernel instead
+of passes over the `[B, N, T, T]` scores forward and backward. No
 variable is created or read inside the compiled function: variables created
 lazily inside an XLA function were unreadable by the TF1 SavedModel loader
 and had no gradients.
@@ -20,17 +24,23 @@ import keras
 import tensorflow as tf
 
 from tfbert.layers.dense import FusedDense
-from tfbert.layers.dropout import draw_seed, dropout
+from tfbert.layers.dropout import draw_seed, keep_mask
 from tfbert.layers.initializers import bert_initializer
 
 
 def attention_core(qkv: tf.Tensor, mask: tf.Tensor, dropout_rate: float = 0.0,
                    seed: tf.Tensor | None = None) -> tf.Tensor:
-    """Scaled dot-product attention over packed query/key/value heads.
+    """Dot-product attention over packed query/key/value heads, scales folded in.
+
+    Computes `dropout(softmax(Q K^T + padding bias)) V` where dropout zeroes
+    probabilities without rescaling the rest: the caller scales the query by
+    `1/sqrt(D)` and, with dropout, the value by `1/(1 - dropout_rate)`
+    (`attention_column_scale`; `SelfAttention` folds both into its `qkv`
+    kernel). The result is scaled dot-product attention.
 
     Args:
         qkv: float `[B, T, 3, N, D]`: query, key and value (axis 2) for
-            N heads of width D.
+            N heads of width D, the query and value already scaled.
         mask: `[B, T]` with 1 for real tokens, 0 for padding (keys only).
         dropout_rate: dropout on the attention probabilities; needs `seed`.
         seed: int32 `[2]` seed for stateless dropout (deterministic per step).
@@ -45,19 +55,31 @@ def attention_core(qkv: tf.Tensor, mask: tf.Tensor, dropout_rate: float = 0.0,
     # MiniLM shape). The transposes are one-operand einsums: `tf.transpose`
     # inside a nested XLA function made XLA recompile the step on every call.
     query, key, value = tf.unstack(tf.einsum("btsnd->sbntd", qkv), 3, axis=0)
-    head_size = tf.cast(tf.shape(query)[-1], tf.float32)
     # Softmax in float32 also under mixed precision: bf16/fp16 logits lose
     # the small differences that decide the attention distribution.
     scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32)
-    scores = scores * tf.math.rsqrt(head_size)
     # Padding keys get -1e9 added (an Add, where a select needs the mask in
     # the backward pass too); exp() of it is 0 as it was for -1e9 itself.
     key_bias = (tf.cast(mask, tf.float32) - 1.0)[:, tf.newaxis, tf.newaxis, :] * 1e9
-    probs = tf.nn.softmax(scores + key_bias, axis=-1)
+    probs = tf.cast(tf.nn.softmax(scores + key_bias, axis=-1), value.dtype)
     if dropout_rate > 0.0:
-        probs = dropout(probs, dropout_rate, seed)
-    probs = tf.cast(probs, value.dtype)
+        # A 0/1 mask, exact in any dtype, applied after the cast: under
+        # mixed precision both passes run over 16-bit probabilities.
+        probs = probs * tf.cast(keep_mask(tf.shape(probs), dropout_rate, seed), probs.dtype)
     return tf.einsum("bntd->btnd", tf.matmul(probs, value))
+
+
+def attention_column_scale(num_heads: int, head_size: int, dropout_rate: float = 0.0
+                           ) -> tf.Tensor:
+    """float32 `[3 * num_heads * head_size]` scale of the `qkv` columns for `attention_core`.
+
+    `1/sqrt(head_size)` on the query columns, 1 on the key columns and
+    `1/(1 - dropout_rate)` on the value columns.
+    """
+    width = num_heads * head_size
+    value_scale = 1.0 / (1.0 - dropout_rate)
+    return tf.constant([head_size ** -0.5] * width + [1.0] * width + [value_scale] * width,
+                       tf.float32)
 
 
 # One compiled function for the whole process: XLA caches one executable per
@@ -127,10 +149,12 @@ class SelfAttention(keras.layers.Layer):
 
     def call(self, hidden, attention_mask, training=False):
         batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
+        rate = self.attention_dropout if training else 0.0
+        scale = attention_column_scale(self.num_heads, self.head_size, rate)
         # [B*T, 3H] -> [B, T, 3, N, D]: a free reshape, the kernel's columns
         # are query | key | value, each head-major.
-        qkv = tf.reshape(self.qkv(hidden), [batch, seq, 3, self.num_heads, self.head_size])
-        rate = self.attention_dropout if training else 0.0
+        qkv = tf.reshape(self.qkv(hidden, column_scale=scale),
+                         [batch, seq, 3, self.num_heads, self.head_size])
         seed = None
         if rate > 0.0:
             seed = draw_seed(self.seed_generator)

@@ -50,9 +50,20 @@ class FusedDense(keras.layers.Dense):
     XLA function when `xla` is set; under a 16-bit compute dtype the bias
     gradient comes from `matmul_bias_add`.
 
+    `column_scale`, a call argument, multiplies each output column by a
+    constant: it is folded into the kernel and bias (an `[in, units]`
+    multiply, in the variables' dtype before the cast to the compute dtype)
+    instead of costing a pass over the `[rows, units]` outputs. The layer
+    casts its inputs and variables itself, so Keras' autocast is off.
+
     Args:
         xla: compile the training activation with XLA (the other arguments
             are `keras.layers.Dense`'s).
+
+    Call args:
+        inputs: `[..., in]` float inputs.
+        training: training mode (the activation's training form).
+        column_scale: optional float `[units]` constant multiplying the outputs.
 
     Example:
 
@@ -63,20 +74,30 @@ class FusedDense(keras.layers.Dense):
     """
 
     def __init__(self, units: int, *, xla: bool = False, **kwargs):
+        # Variables are read in their own dtype and cast in `call`, after
+        # any `column_scale`: one rounding to the compute dtype, not two.
+        kwargs["autocast"] = False
         super().__init__(units, **kwargs)
         self.xla = xla
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, column_scale=None):
+        # Without autocast Keras leaves the inputs' dtype alone too.
+        inputs = tf.cast(inputs, self.compute_dtype)
         rows = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-        kernel = tf.cast(self.kernel, self.compute_dtype)
-        if not self.use_bias:
+        kernel = tf.convert_to_tensor(self.kernel)
+        bias = tf.convert_to_tensor(self.bias) if self.use_bias else None
+        if column_scale is not None:
+            column_scale = tf.cast(column_scale, kernel.dtype)
+            kernel = kernel * column_scale
+            bias = None if bias is None else bias * column_scale
+        kernel = tf.cast(kernel, self.compute_dtype)
+        if bias is None:
             outputs = tf.matmul(rows, kernel)
         elif training and tf.as_dtype(self.compute_dtype).size == 2:
             # 16-bit training: an accurate bias gradient (see `matmul_bias_add`).
-            outputs = matmul_bias_add(rows, kernel, tf.cast(self.bias, self.compute_dtype))
+            outputs = matmul_bias_add(rows, kernel, tf.cast(bias, self.compute_dtype))
         else:
-            outputs = tf.nn.bias_add(tf.matmul(rows, kernel),
-                                     tf.cast(self.bias, self.compute_dtype))
+            outputs = tf.nn.bias_add(tf.matmul(rows, kernel), tf.cast(bias, self.compute_dtype))
         if self.activation is not None:
             activation = (training_activation(self.activation, self.xla) if training
                           else self.activation)
