@@ -8,11 +8,13 @@ writers in `tfbert.checkpoints` split and merge the `qkv` weights. Only the
 math between the projections -- QK^T, padding bias, softmax, dropout,
 weighted sum of V -- goes through `tf.function(jit_compile=True)`, so XLA
 fuses the memory-bound softmax/mask chain between the two batched matmuls
-(and the split of `qkv` into the matmuls' operands). The two constant scales
-of attention, 1/sqrt(d) on the scores and 1/(1 - rate) on the kept
-probabilities, are folded into the `qkv` kernel's query and value columns
-(`FusedDense`'s `column_scale`): a multiply of the `[H, 3H]` kernel instead
-of passes over the `[B, N, T, T]` scores forward and backward. No
+(and the split of `qkv` into the matmuls' operands). In training, the two
+constant scales of attention, 1/sqrt(d) on the scores and 1/(1 - rate) on
+the kept probabilities, are folded into the `qkv` kernel's query and value
+columns (`FusedDense`'s `column_scale`): a multiply of the `[H, 3H]` kernel
+instead of passes over the `[B, N, T, T]` scores forward and backward. In
+inference the core scales the scores itself, where XLA fuses it into the
+softmax (a scaled kernel would be a fresh copy for every request). No
 variable is created or read inside the compiled function: variables created
 lazily inside an XLA function were unreadable by the TF1 SavedModel loader
 and had no gradients.
@@ -29,21 +31,25 @@ from tfbert.layers.initializers import bert_initializer
 
 
 def attention_core(qkv: tf.Tensor, mask: tf.Tensor, dropout_rate: float = 0.0,
-                   seed: tf.Tensor | None = None) -> tf.Tensor:
-    """Dot-product attention over packed query/key/value heads, scales folded in.
+                   seed: tf.Tensor | None = None, score_scale: float | None = None
+                   ) -> tf.Tensor:
+    """Dot-product attention over packed query/key/value heads.
 
-    Computes `dropout(softmax(Q K^T + padding bias)) V` where dropout zeroes
-    probabilities without rescaling the rest: the caller scales the query by
-    `1/sqrt(D)` and, with dropout, the value by `1/(1 - dropout_rate)`
+    Computes `dropout(softmax(score_scale * Q K^T + padding bias)) V`, where
+    dropout zeroes probabilities without rescaling the rest: with dropout,
+    the caller scales the value by `1/(1 - dropout_rate)`, and it may scale
+    the query by `1/sqrt(D)` instead of passing `score_scale`
     (`attention_column_scale`; `SelfAttention` folds both into its `qkv`
-    kernel). The result is scaled dot-product attention.
+    kernel in training). The result is scaled dot-product attention.
 
     Args:
         qkv: float `[B, T, 3, N, D]`: query, key and value (axis 2) for
-            N heads of width D, the query and value already scaled.
+            N heads of width D.
         mask: `[B, T]` with 1 for real tokens, 0 for padding (keys only).
         dropout_rate: dropout on the attention probabilities; needs `seed`.
         seed: int32 `[2]` seed for stateless dropout (deterministic per step).
+        score_scale: multiplier of `Q K^T` (`1/sqrt(D)` for an unscaled
+            query); None when the query comes scaled.
 
     Returns:
         `[B, T, N, D]` context vectors, in the dtype of `qkv`.
@@ -58,6 +64,8 @@ def attention_core(qkv: tf.Tensor, mask: tf.Tensor, dropout_rate: float = 0.0,
     # Softmax in float32 also under mixed precision: bf16/fp16 logits lose
     # the small differences that decide the attention distribution.
     scores = tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32)
+    if score_scale is not None:
+        scores = scores * score_scale
     # Padding keys get -1e9 added (an Add, where a select needs the mask in
     # the backward pass too); exp() of it is 0 as it was for -1e9 itself.
     key_bias = (tf.cast(mask, tf.float32) - 1.0)[:, tf.newaxis, tf.newaxis, :] * 1e9
@@ -150,7 +158,9 @@ class SelfAttention(keras.layers.Layer):
     def call(self, hidden, attention_mask, training=False):
         batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
         rate = self.attention_dropout if training else 0.0
-        scale = attention_column_scale(self.num_heads, self.head_size, rate)
+        # Training folds the scales into the kernel (see the module docstring).
+        scale = (attention_column_scale(self.num_heads, self.head_size, rate) if training
+                 else None)
         # [B*T, 3H] -> [B, T, 3, N, D]: a free reshape, the kernel's columns
         # are query | key | value, each head-major.
         qkv = tf.reshape(self.qkv(hidden, column_scale=scale),
@@ -159,7 +169,8 @@ class SelfAttention(keras.layers.Layer):
         if rate > 0.0:
             seed = draw_seed(self.seed_generator)
         core = xla_attention_core if self.xla else attention_core
-        context = core(qkv, tf.cast(attention_mask, tf.int32), rate, seed)
+        context = core(qkv, tf.cast(attention_mask, tf.int32), rate, seed,
+                       None if training else self.head_size ** -0.5)
         context = tf.reshape(context, [batch, seq, self.num_heads * self.head_size])
         return self.output_dense(context)
 
