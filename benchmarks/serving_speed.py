@@ -80,6 +80,7 @@ ORT = "ONNX Runtime"
 ORT_INT8 = "ONNX Runtime int8 (quantize_dynamic)"
 # `tfbert serve` flags of the server-threads comparison.
 SERVER_THREADS = {"default": [], "intra-op 1": ["--tensorflow_intra_op_parallelism=1"]}
+START_TIMEOUT_S = 300
 ORDER = (TF_SERVED, TF_SERVED_BF16, TF_INPROC, TF_INPROC_BF16, HF_TORCH, ORT, ORT_INT8)
 PRECISION = {TF_SERVED_BF16: "bf16", TF_INPROC_BF16: "bf16", ORT_INT8: "int8"}
 # Largest |probability - HF's| accepted before timing, by precision.
@@ -327,10 +328,15 @@ def served_process(model: str, base: str, flags: list[str]) -> Iterator[str]:
                "--model_base_path", base, *flags]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True)
+    # A server that never gets ready is killed, so readline returns.
+    watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)
+    watchdog.start()
     try:
         line = proc.stdout.readline()
+        watchdog.cancel()
         if " on 127.0.0.1:" not in line:
-            raise SystemExit(f"{' '.join(command)} did not start: {line!r}")
+            raise SystemExit(f"{' '.join(command)} did not start (run it to see why): "
+                             f"{line!r}")
         yield line.rsplit(" ", 1)[1].strip()
     finally:
         proc.terminate()
@@ -338,11 +344,15 @@ def served_process(model: str, base: str, flags: list[str]) -> Iterator[str]:
         proc.stdout.close()
 
 
-def thread_suite(bases: dict[str, str], by_width: dict[int, list[str]],
+def thread_suite(bases: dict[str, tuple[str, str]], by_width: dict[int, list[str]],
                  requests: tuple[int, int], rounds: int) -> list[dict]:
     """One-text latency at concurrency 1 and 16 through ``tfbert serve`` processes
     with TensorFlow's default thread pools and with one intra-op thread, in
-    alternating rounds; per (precision, setting), the median of the rounds."""
+    alternating rounds; per (precision, setting), the median of the rounds.
+
+    Args:
+        bases: {precision: (model name, model base path)}.
+    """
     runs: dict[tuple[str, str], list[list[dict]]] = {}
     for r in range(rounds):
         for precision, (model, base) in bases.items():
