@@ -78,9 +78,10 @@ def test_hugging_face_activation_aliases_are_imported(alias):
                            initializer_range=0.05),
     lambda: TransformerBlock(num_heads=2, hidden_size=8, intermediate_size=16,
                              hidden_act="relu", hidden_dropout=0.2, attention_dropout=0.3,
-                             layer_norm_eps=1e-6, initializer_range=0.05, xla_attention=False),
+                             layer_norm_eps=1e-6, initializer_range=0.05, xla_attention=False,
+                             inference_branches=2),
     lambda: SelfAttention(num_heads=2, head_size=4, attention_dropout=0.3,
-                          initializer_range=0.05, xla=False),
+                          initializer_range=0.05, xla=False, branches=2),
     lambda: SpanLogits(initializer_range=0.05),
     MaskedMeanPooling,
     lambda: Dropout(0.2, seed=3),
@@ -438,3 +439,65 @@ def test_inference_reads_the_qkv_kernel_unscaled():
 
     assert kernel_multiplies(training=False) == []
     assert len(kernel_multiplies(training=True)) == 1
+
+
+def _same_weights(make, **branched):
+    one, split = make(), make(**branched)
+    x = np.random.default_rng(1).normal(size=(2, 6, 16)).astype("float32")
+    mask = np.array([[1] * 6, [1] * 3 + [0] * 3], "int32")
+    one(x, mask)
+    split(x, mask)
+    split.set_weights(one.get_weights())
+    return one, split, x, mask
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_inference_branches_compute_the_same_block(xla):
+    """Heads in groups, the feed-forward width in slices, partial sums added
+    before the bias: the same outputs as the block run whole."""
+    def make(**kwargs):
+        return TransformerBlock(num_heads=4, hidden_size=16, intermediate_size=64,
+                                xla_attention=xla, xla_pointwise=xla, **kwargs)
+    one, split, x, mask = _same_weights(make, inference_branches=2)
+    expected = one(x, mask).numpy()
+    assert np.abs(expected).max() > 0.5
+    np.testing.assert_allclose(split(x, mask), expected, rtol=1e-5, atol=1e-5)
+    # Training runs the block whole: same outputs without dropout.
+    one, split, x, mask = _same_weights(
+        lambda **kw: make(hidden_dropout=0.0, attention_dropout=0.0, **kw), inference_branches=2)
+    np.testing.assert_allclose(split(x, mask, training=True), one(x, mask, training=True),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_inference_branches_are_independent_ops():
+    """Two branches: two query/key/value matmuls, two attention-output, two
+    feed-forward-in and two feed-forward-out matmuls, and neither of a pair
+    feeds the other (so TensorFlow's inter-op threads can run them at once)."""
+    block = TransformerBlock(num_heads=2, hidden_size=16, intermediate_size=64,
+                             xla_attention=False, inference_branches=2)
+    x, mask = tf.zeros((1, 4, 16)), tf.ones((1, 4), tf.int32)
+    graph = tf.function(lambda x: block(x, mask)).get_concrete_function(x).graph
+    matmuls = [op for op in graph.get_operations() if op.type == "MatMul"]
+    # Output widths: qkv 3 x 8 per head group, attention output 16, feed-forward 64 / 2, 16.
+    assert sorted(op.outputs[0].shape[-1] for op in matmuls) == [16] * 4 + [24] * 2 + [32] * 2
+
+    def upstream(op):
+        seen, todo = set(), [op]
+        while todo:
+            for tensor in todo.pop().inputs:
+                if tensor.op not in seen:
+                    seen.add(tensor.op)
+                    todo.append(tensor.op)
+        return seen
+    for width in (24, 32):
+        first, second = [op for op in matmuls if op.outputs[0].shape[-1] == width]
+        assert first not in upstream(second) and second not in upstream(first)
+
+
+def test_inference_branches_must_divide_heads_and_width():
+    with pytest.raises(ConfigError, match="inference_branches"):
+        BertConfig(vocab_size=50, hidden_size=12, num_layers=1, num_heads=3,
+                   intermediate_size=48, inference_branches=2)
+    with pytest.raises(ConfigError, match="inference_branches"):
+        BertConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=4,
+                   intermediate_size=48, inference_branches=0)

@@ -62,6 +62,11 @@ class BertConfig:
         xla_pointwise: run the elementwise steps between the dense layers
             as XLA-compiled functions: the add & LayerNorm steps in
             inference, the feed-forward GELU in training.
+        inference_branches: in inference, run each block's attention heads
+            and feed-forward width as this many independent groups of ops,
+            which TensorFlow runs side by side (`TransformerBlock`); must
+            divide `num_heads` and `intermediate_size`. Exports outside
+            whole-model XLA use 2 (`tfbert.precision.serving_branches`).
 
     Example:
 
@@ -84,6 +89,7 @@ class BertConfig:
     initializer_range: float = 0.02
     xla_attention: bool = True
     xla_pointwise: bool = True
+    inference_branches: int = 1
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads",
@@ -105,6 +111,13 @@ class BertConfig:
                 f"BertConfig.hidden_act {self.hidden_act!r} is not supported; "
                 f"choose one of {', '.join(ACTIVATIONS)}"
             )
+        branches = self.inference_branches
+        if (isinstance(branches, bool) or not isinstance(branches, int) or branches < 1
+                or self.num_heads % branches or self.intermediate_size % branches):
+            raise ConfigError(
+                f"BertConfig.inference_branches must be a positive integer dividing num_heads "
+                f"({self.num_heads}) and intermediate_size ({self.intermediate_size}), "
+                f"got {branches!r}")
         if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
             raise ConfigError("BertConfig.layer_norm_eps and initializer_range must be > 0")
 

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from tfbert import precision as precisions
 from tfbert import tasks
-from tfbert.checkpoints import load_model
+from tfbert.checkpoints import load_model, read_bert_config
 from tfbert.errors import ExportError
 from tfbert.export.check import CheckReport, check_saved_model
 from tfbert.export.warmup import (
@@ -185,7 +185,10 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         mode = "none"
     precisions.warn_if_slow(precision, "tfbert export")
     with precisions.dtype_policy(precisions.serving_policy(precision)):
-        model, info = load_model(model_dir, precisions.island_config(mode))
+        config = read_bert_config(model_dir)
+        branches = precisions.serving_branches(mode, config.num_heads, config.intermediate_size)
+        graph = {**precisions.island_config(mode), "inference_branches": branches}
+        model, info = load_model(model_dir, graph)
     spec = tasks.get(info.task)
     positions = encoder_config(model).max_position_embeddings
     if max_seq_length is not None and max_seq_length > positions:

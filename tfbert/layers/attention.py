@@ -23,6 +23,7 @@ and had no gradients.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfbert.layers.dense import FusedDense
@@ -113,6 +114,13 @@ class SelfAttention(keras.layers.Layer):
         initializer_range: stddev of the truncated-normal kernel initializer.
         xla: run the core through `xla_attention_core`; False runs the same
             math as ordinary TF ops (servers without XLA, debugging).
+        branches: in inference, split the heads into this many groups, each
+            with its own query/key/value matmul, attention core and share of
+            the output projection (partial sums, added before the bias), so
+            that TensorFlow's inter-op threads run the groups side by side.
+            A one-text request's matmuls are too small for oneDNN to split
+            well across cores; these independent ops are not. Training and
+            1 (the default) run the heads together.
 
     Call args:
         hidden: `[B, T, num_heads * head_size]` float inputs.
@@ -129,8 +137,13 @@ class SelfAttention(keras.layers.Layer):
     """
 
     def __init__(self, *, num_heads: int, head_size: int, attention_dropout: float = 0.1,
-                 initializer_range: float = 0.02, xla: bool = True, **kwargs):
+                 initializer_range: float = 0.02, xla: bool = True, branches: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
+        if branches < 1 or num_heads % branches:
+            raise ValueError(f"branches ({branches}) must be >= 1 and divide num_heads "
+                             f"({num_heads})")
+        self.branches = branches
         self.num_heads = num_heads
         self.head_size = head_size
         self.attention_dropout = attention_dropout
@@ -156,6 +169,8 @@ class SelfAttention(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden, attention_mask, training=False):
+        if not training and self.branches > 1:
+            return self._branched(hidden, attention_mask)
         batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
         rate = self.attention_dropout if training else 0.0
         # Training folds the scales into the kernel (see the module docstring).
@@ -174,6 +189,29 @@ class SelfAttention(keras.layers.Layer):
         context = tf.reshape(context, [batch, seq, self.num_heads * self.head_size])
         return self.output_dense(context)
 
+    def _branched(self, hidden, attention_mask):
+        # Inference in `branches` head groups: the same math as `call`.
+        batch, seq = tf.shape(hidden)[0], tf.shape(hidden)[1]
+        width = self.num_heads * self.head_size
+        group = self.num_heads // self.branches
+        group_width = group * self.head_size
+        rows = tf.reshape(hidden, [-1, width])
+        mask = tf.cast(attention_mask, tf.int32)
+        core = xla_attention_core if self.xla else attention_core
+        partial_sums = []
+        for g in range(self.branches):
+            first = g * group_width
+            # The group's query, key and value columns, in the [3, N, D] order
+            # the core reads.
+            columns = np.concatenate([np.arange(s * width + first, s * width + first + group_width)
+                                      for s in range(3)])
+            qkv = tf.reshape(self.qkv.partial(rows, columns=columns),
+                             [batch, seq, 3, group, self.head_size])
+            context = core(qkv, mask, 0.0, None, self.head_size ** -0.5)
+            partial_sums.append(self.output_dense.partial(
+                tf.reshape(context, [-1, group_width]), features=(first, first + group_width)))
+        return tf.reshape(self.output_dense.finish(partial_sums), [batch, seq, width])
+
     def compute_output_shape(self, hidden_shape, attention_mask_shape=None):
         return tuple(hidden_shape[:-1]) + (self.num_heads * self.head_size,)
 
@@ -181,5 +219,6 @@ class SelfAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(num_heads=self.num_heads, head_size=self.head_size,
                       attention_dropout=self.attention_dropout,
-                      initializer_range=self.initializer_range, xla=self.xla)
+                      initializer_range=self.initializer_range, xla=self.xla,
+                      branches=self.branches)
         return config

@@ -50,6 +50,9 @@ class FusedDense(keras.layers.Dense):
     XLA function when `xla` is set; under a 16-bit compute dtype the bias
     gradient comes from `matmul_bias_add`.
 
+    `partial` and `finish` compute the layer in independent branches (see
+    `TransformerBlock`'s `inference_branches`).
+
     `column_scale`, a call argument, multiplies each output column by a
     constant: it is folded into the kernel and bias (an `[in, units]`
     multiply, in the variables' dtype before the cast to the compute dtype)
@@ -105,6 +108,42 @@ class FusedDense(keras.layers.Dense):
         if inputs.shape.rank == 2:
             return outputs
         return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], axis=0))
+
+    def partial(self, rows: tf.Tensor, columns=None, features: tuple[int, int] | None = None
+                ) -> tf.Tensor:
+        """One branch of an inference matmul split into independent ops.
+
+        `rows @ kernel[features rows, columns]` on 2-D `rows`: `columns`
+        (int indices) picks output columns, `features` (start, stop) the
+        input features `rows` holds. With all input features the result is
+        final (bias and activation applied); with a slice of them it is a
+        partial sum, to be added to the others and passed to `finish`.
+        Weights are sliced in the graph: on a serving graph's constant
+        weights grappler folds the slices into constants of their own.
+        """
+        rows = tf.cast(rows, self.compute_dtype)
+        kernel = tf.convert_to_tensor(self.kernel)
+        if features is not None:
+            kernel = kernel[features[0]:features[1]]
+        if columns is not None:
+            kernel = tf.gather(kernel, columns, axis=1)
+        outputs = tf.matmul(rows, tf.cast(kernel, self.compute_dtype))
+        if features is not None:
+            return outputs
+        if self.use_bias:
+            bias = tf.convert_to_tensor(self.bias)
+            if columns is not None:
+                bias = tf.gather(bias, columns)
+            outputs = tf.nn.bias_add(outputs, tf.cast(bias, self.compute_dtype))
+        return outputs if self.activation is None else self.activation(outputs)
+
+    def finish(self, partial_sums: list[tf.Tensor]) -> tf.Tensor:
+        """Bias and activation over the sum of `partial` results (one per feature slice)."""
+        outputs = tf.add_n(partial_sums)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, tf.cast(tf.convert_to_tensor(self.bias),
+                                                      self.compute_dtype))
+        return outputs if self.activation is None else self.activation(outputs)
 
     def get_config(self):
         config = super().get_config()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from tfbert.layers.activations import bert_activation
 from tfbert.layers.attention import SelfAttention
@@ -30,6 +32,12 @@ class TransformerBlock(keras.layers.Layer):
             and the feed-forward GELU (training) with XLA.
             Each is its own small XLA function; the dense layers' matmuls
             stay TensorFlow ops (see `FusedDense`).
+        inference_branches: in inference, run attention (by head groups,
+            `SelfAttention`'s `branches`) and the feed-forward block (by
+            slices of its inner width, the second matmul as partial sums)
+            as this many independent branches, which TensorFlow runs side by
+            side on its inter-op threads. Must divide `num_heads` and
+            `intermediate_size`; training ignores it.
 
     Call args:
         hidden: `[B, T, hidden_size]` float inputs.
@@ -51,8 +59,11 @@ class TransformerBlock(keras.layers.Layer):
                  hidden_act: str = "gelu", hidden_dropout: float = 0.1,
                  attention_dropout: float = 0.1, layer_norm_eps: float = 1e-12,
                  initializer_range: float = 0.02, xla_attention: bool = True,
-                 xla_pointwise: bool = True, **kwargs):
+                 xla_pointwise: bool = True, inference_branches: int = 1, **kwargs):
         super().__init__(**kwargs)
+        if intermediate_size % inference_branches:
+            raise ValueError(f"inference_branches ({inference_branches}) must divide "
+                             f"intermediate_size ({intermediate_size})")
         self.num_heads = num_heads
         self.hidden_size = hidden_size
         self.intermediate_size = intermediate_size
@@ -63,10 +74,11 @@ class TransformerBlock(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.xla_attention = xla_attention
         self.xla_pointwise = xla_pointwise
+        self.inference_branches = inference_branches
         self.attention = SelfAttention(
             num_heads=num_heads, head_size=hidden_size // num_heads,
             attention_dropout=attention_dropout, initializer_range=initializer_range,
-            xla=xla_attention, name="attention")
+            xla=xla_attention, branches=inference_branches, name="attention")
         self.attention_dropout_layer = Dropout(hidden_dropout)
         # Residual add + LayerNorm: XLA islands beside the attention core.
         self.attention_layer_norm = AddLayerNorm(
@@ -95,9 +107,25 @@ class TransformerBlock(keras.layers.Layer):
         attended = self.attention(hidden, attention_mask, training=training)
         attended = self.attention_dropout_layer(attended, training=training)
         hidden = self.attention_layer_norm(attended, hidden, training=training)
-        out = self.output_dropout(self.output_dense(self.intermediate(hidden, training=training)),
-                                  training=training)
+        if not training and self.inference_branches > 1:
+            out = self._branched_feed_forward(hidden)
+        else:
+            out = self.output_dropout(
+                self.output_dense(self.intermediate(hidden, training=training)),
+                training=training)
         return self.output_layer_norm(out, hidden, training=training)
+
+    def _branched_feed_forward(self, hidden):
+        # Each branch: a slice of the inner width (its own matmul + GELU),
+        # then that slice's rows of the output kernel; the partial sums are
+        # added before the output bias.
+        rows = tf.reshape(hidden, [-1, self.hidden_size])
+        width = self.intermediate_size // self.inference_branches
+        partial_sums = []
+        for first in range(0, self.intermediate_size, width):
+            inner = self.intermediate.partial(rows, columns=np.arange(first, first + width))
+            partial_sums.append(self.output_dense.partial(inner, features=(first, first + width)))
+        return tf.reshape(self.output_dense.finish(partial_sums), tf.shape(hidden))
 
     def compute_output_shape(self, hidden_shape, attention_mask_shape=None):
         return hidden_shape
@@ -110,5 +138,6 @@ class TransformerBlock(keras.layers.Layer):
                       attention_dropout=self.attention_dropout,
                       layer_norm_eps=self.layer_norm_eps,
                       initializer_range=self.initializer_range,
-                      xla_attention=self.xla_attention, xla_pointwise=self.xla_pointwise)
+                      xla_attention=self.xla_attention, xla_pointwise=self.xla_pointwise,
+                      inference_branches=self.inference_branches)
         return config

@@ -66,6 +66,7 @@ def build_encoder(config: BertConfig, name: str = ENCODER_NAME) -> keras.Model:
             initializer_range=config.initializer_range,
             xla_attention=config.xla_attention,
             xla_pointwise=config.xla_pointwise,
+            inference_branches=config.inference_branches,
             name=f"layer_{i}",
         )(x, inputs["input_mask"])
     first_token = keras.ops.take(x, 0, axis=1)
