@@ -326,22 +326,25 @@ def served_process(model: str, base: str, flags: list[str]) -> Iterator[str]:
     """
     command = [sys.executable, "-m", "tfbert", "serve", "--port", "0", "--model_name", model,
                "--model_base_path", base, *flags]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
-    # A server that never gets ready is killed, so readline returns.
-    watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)
-    watchdog.start()
-    try:
-        line = proc.stdout.readline()
-        watchdog.cancel()
-        if " on 127.0.0.1:" not in line:
-            raise SystemExit(f"{' '.join(command)} did not start (run it to see why): "
-                             f"{line!r}")
-        yield line.rsplit(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        proc.stdout.close()
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        # A server that never gets ready is killed, so readline returns.
+        watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)
+        watchdog.start()
+        try:
+            line = proc.stdout.readline()
+            watchdog.cancel()
+            if " on 127.0.0.1:" not in line:
+                proc.wait(timeout=60)
+                stderr.seek(0)
+                raise SystemExit(f"{' '.join(command)} did not start (exit {proc.returncode}):"
+                                 f"\n{stderr.read()[-3000:]}")
+            yield line.rsplit(" ", 1)[1].strip()
+        finally:
+            watchdog.cancel()
+            proc.terminate()
+            proc.wait(timeout=60)
+            proc.stdout.close()
 
 
 def thread_suite(bases: dict[str, tuple[str, str]], by_width: dict[int, list[str]],

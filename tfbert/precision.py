@@ -59,7 +59,7 @@ DEVICES: tuple[str, ...] = ("cpu", "gpu")
 COMPILE_POLICY: dict[tuple[str, str, str], str] = {
     ("cpu", "fp32", "train"): "pointwise",
     ("cpu", "bf16", "train"): "pointwise",
-    ("cpu", "fp32", "serve"): "whole",
+    ("cpu", "fp32", "serve"): "attention",
     ("cpu", "bf16", "serve"): "attention",
     ("gpu", "fp32", "train"): "whole",
     ("gpu", "bf16", "train"): "whole",
