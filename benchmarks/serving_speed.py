@@ -36,10 +36,7 @@ concurrency 1 and 16, without and with server-side batching
 ``allowed_batch_sizes`` 1..32 in powers of two so few XLA shapes exist);
 and single-text latency at concurrency 1 of the fp32 and bf16 servers next
 to ONNX Runtime in-process plus the embedded server's own gRPC round trip
-(``GetModelStatus``, median). Server threads: the same one-text latency at
-concurrency 1 and 16 through ``python -m tfbert serve`` child processes, with
-TensorFlow's default thread pools and with
-``--tensorflow_intra_op_parallelism=1`` (pools are per process).
+(``GetModelStatus``, median).
 
 Run: ``python -m benchmarks.serving_speed [--reps 5] [--json out.json]``.
 Needs onnxruntime (and onnx for ``torch.onnx``); without them the ONNX
@@ -49,14 +46,11 @@ Runtime row is skipped with a note.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -78,9 +72,6 @@ TF_INPROC_BF16 = "tfbert SavedModel in-process bf16"
 HF_TORCH = "HF transformers + PyTorch"
 ORT = "ONNX Runtime"
 ORT_INT8 = "ONNX Runtime int8 (quantize_dynamic)"
-# `tfbert serve` flags of the server-threads comparison.
-SERVER_THREADS = {"default": [], "intra-op 1": ["--tensorflow_intra_op_parallelism=1"]}
-START_TIMEOUT_S = 300
 ORDER = (TF_SERVED, TF_SERVED_BF16, TF_INPROC, TF_INPROC_BF16, HF_TORCH, ORT, ORT_INT8)
 PRECISION = {TF_SERVED_BF16: "bf16", TF_INPROC_BF16: "bf16", ORT_INT8: "int8"}
 # Largest |probability - HF's| accepted before timing, by precision.
@@ -297,17 +288,17 @@ def warm_shapes(client, by_width: dict[int, list[str]], batch_sizes,
 
 
 def latency_suite(address: str, concurrencies: dict[int, int], by_width: dict[int, list[str]],
-                  batcher=None, batch_sizes=(1,), model: str = MODEL_NAME) -> list[dict]:
+                  batcher=None, batch_sizes=(1,)) -> list[dict]:
     from tfbert.serving import Client
 
     rows = []
     with Client(address, timeout=60.0) as client:
-        warm_shapes(client, by_width, batch_sizes, model)
+        warm_shapes(client, by_width, batch_sizes)
         for concurrency, requests in concurrencies.items():
             # Untimed pass first, at the load about to be measured.
-            measure_latency(client, SENTENCES, concurrency, max(4 * concurrency, 32), model)
+            measure_latency(client, SENTENCES, concurrency, max(4 * concurrency, 32))
             before = (batcher.stats.batches, batcher.stats.tasks) if batcher else None
-            row = measure_latency(client, SENTENCES, concurrency, requests, model)
+            row = measure_latency(client, SENTENCES, concurrency, requests)
             if batcher:
                 batches = batcher.stats.batches - before[0]
                 row["mean_batch"] = (batcher.stats.tasks - before[1]) / max(batches, 1)
@@ -315,65 +306,6 @@ def latency_suite(address: str, concurrencies: dict[int, int], by_width: dict[in
             log(f"  concurrency {concurrency}: p50 {row['p50_ms']:.1f} ms, "
                 f"p99 {row['p99_ms']:.1f} ms, {row['req_per_s']:.1f} req/s")
     return rows
-
-
-@contextlib.contextmanager
-def served_process(model: str, base: str, flags: list[str]) -> Iterator[str]:
-    """``python -m tfbert serve`` of one model in a child process; yields its address.
-
-    TensorFlow's thread pools are per process, so a server with other pool
-    sizes needs a process of its own.
-    """
-    command = [sys.executable, "-m", "tfbert", "serve", "--port", "0", "--model_name", model,
-               "--model_base_path", base, *flags]
-    with tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        # A server that never gets ready is killed, so readline returns.
-        watchdog = threading.Timer(START_TIMEOUT_S, proc.kill)
-        watchdog.start()
-        try:
-            line = proc.stdout.readline()
-            watchdog.cancel()
-            if " on 127.0.0.1:" not in line:
-                proc.wait(timeout=60)
-                stderr.seek(0)
-                raise SystemExit(f"{' '.join(command)} did not start (exit {proc.returncode}):"
-                                 f"\n{stderr.read()[-3000:]}")
-            yield line.rsplit(" ", 1)[1].strip()
-        finally:
-            watchdog.cancel()
-            proc.terminate()
-            proc.wait(timeout=60)
-            proc.stdout.close()
-
-
-def thread_suite(bases: dict[str, tuple[str, str]], by_width: dict[int, list[str]],
-                 requests: tuple[int, int], rounds: int) -> list[dict]:
-    """One-text latency at concurrency 1 and 16 through ``tfbert serve`` processes
-    with TensorFlow's default thread pools and with one intra-op thread, in
-    alternating rounds; per (precision, setting), the median of the rounds.
-
-    Args:
-        bases: {precision: (model name, model base path)}.
-    """
-    runs: dict[tuple[str, str], list[list[dict]]] = {}
-    for r in range(rounds):
-        for precision, (model, base) in bases.items():
-            for setting, flags in SERVER_THREADS.items():
-                log(f"server threads, round {r + 1}/{rounds}: {precision} {setting}")
-                with served_process(model, base, flags) as address:
-                    rows = latency_suite(address, dict(zip((1, 16), requests, strict=True)),
-                                         by_width, model=model)
-                runs.setdefault((precision, setting), []).append(rows)
-    results = []
-    for (precision, setting), rounds_rows in runs.items():
-        for i, concurrency in enumerate((1, 16)):
-            rows = [round_rows[i] for round_rows in rounds_rows]
-            results.append({"precision": precision, "threads": setting,
-                            "concurrency": concurrency,
-                            **{k: common.median([row[k] for row in rows])
-                               for k in ("p50_ms", "p99_ms", "req_per_s")}})
-    return results
 
 
 # ------------------------------------------------------------------------------ driver
@@ -427,8 +359,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--requests", type=int, nargs=2, default=[100, 320],
                         metavar=("C1", "C16"),
                         help="timed requests at concurrency 1 and 16 (default 100 320)")
-    parser.add_argument("--thread-rounds", type=int, default=2,
-                        help="rounds of the server-threads comparison (default 2; 0 skips it)")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args(argv)
     reps = common.check_reps(args.reps)
@@ -528,11 +458,6 @@ def main(argv: list[str] | None = None) -> dict:
                     latency.append({"batching": True, **row})
             finally:
                 server.stop()
-        threads = []
-        if not args.skip_latency and args.thread_rounds > 0:
-            bases = {"fp32": (MODEL_NAME, base),
-                     "bf16": (MODEL_NAME_BF16, os.path.join(root, MODEL_NAME_BF16))}
-            threads = thread_suite(bases, by_width, tuple(args.requests), args.thread_rounds)
         peak, peak_rates = common.merge_peaks(peak_before, common.measure_matmul_peak())
 
     rows, records = [], []
@@ -588,15 +513,6 @@ def main(argv: list[str] | None = None) -> dict:
                f"{batching.num_batch_threads}):", "",
                common.markdown_table(["batching", "concurrency", "requests", "p50 ms",
                                       "p99 ms", "req/s", "mean batch"], lat_rows)]
-    if threads:
-        thread_rows = [[r["precision"], r["threads"], r["concurrency"], common.fmt(r["p50_ms"], 2),
-                        common.fmt(r["p99_ms"], 2), common.fmt(r["req_per_s"])] for r in threads]
-        md += ["", "Server threads: one text per Predict request through `tfbert serve` "
-               "processes (no batching) with TensorFlow's default thread pools and with "
-               "`--tensorflow_intra_op_parallelism=1`; median of "
-               f"{args.thread_rounds} alternating rounds:", "",
-               common.markdown_table(["precision", "threads", "concurrency", "p50 ms",
-                                      "p99 ms", "req/s"], thread_rows)]
     md += ["", f"MFU is against the float32 and bfloat16 matmul rates measured in the same "
            f"rounds ({round_peak / 1e9:.0f} and {round_peak_bf16 / 1e9:.0f} GFLOP/s); "
            f"undisturbed float32 peak: {common.describe_peak(peak, peak_rates)}; "
@@ -613,7 +529,6 @@ def main(argv: list[str] | None = None) -> dict:
                                                    "grpcio"),
                   peak_flops=peak, peak_probes=peak_rates, peak_in_rounds=round_peak,
                   peak_in_rounds_bf16=round_peak_bf16, single_text_latency=single,
-                  server_threads=threads,
                   texts=len(data), batch=BATCH,
                   widths=widths, flops=flops, reps=reps, throughput=records, latency=latency,
                   onnxruntime=ort_note,

@@ -40,7 +40,6 @@ from tfbert.serving import Client, ConfigError, ModelServer, ServingError, set_m
 from tfbert.serving.batching import BatchScheduler
 from tfbert.serving.configs import BatchingParameters, parse_model_server_config
 from tfbert.serving.model_store import load_servable
-from tfbert.serving.threads import thread_counts, use_threads
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -682,8 +681,7 @@ def test_serve_process_prints_ready_line_and_exits_0_on_sigterm(toy_export, tmp_
     proc = subprocess.Popen(
         [sys.executable, "-m", "tfbert", "serve", "--port", "0", "--model_name", "demo",
          "--model_base_path", str(base), "--enable_batching=true",
-         "--batching_parameters_file", os.path.join(REPO, "docker", "batching_parameters.txt"),
-         "--tensorflow_intra_op_parallelism=1"],
+         "--batching_parameters_file", os.path.join(REPO, "docker", "batching_parameters.txt")],
         stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO, env=env,
     )
     try:
@@ -696,8 +694,6 @@ def test_serve_process_prints_ready_line_and_exits_0_on_sigterm(toy_export, tmp_
             assert client.predict("demo", ["hello"])["labels"][0] in LABELS
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-        stderr.seek(0)
-        assert "TensorFlow threads: intra-op 1, inter-op default" in stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -739,27 +735,5 @@ def test_serve_flags_mirror_tf_serving_and_bad_setups_exit_2(tmp_path, capsys):
     argv = ["serve", "--model_base_path", str(tmp_path), "--enable_batching",
             "--batching_parameters_file", str(bad)]
     assert tfbert_main(argv) == 2
-    threads = ["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=1",
-               "--tensorflow_session_parallelism=2"]
-    assert tfbert_main(["serve", "--model_base_path", str(tmp_path), *threads]) == 2
-    assert tfbert_main(["serve", "--model_base_path", str(tmp_path),
-                        "--tensorflow_intra_op_parallelism=-1"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert [line.startswith("tfbert serve: error: ") for line in lines] == [True] * 5
-    assert "not all three" in lines[3] and ">= 0" in lines[4]
-
-
-def test_thread_flags_follow_tf_servings_rule():
-    # intra/inter win over session; session alone sets both; 0 is TensorFlow's default.
-    assert thread_counts(intra_op=1) == (1, 0)
-    assert thread_counts(inter_op=3, session=2) == (0, 3)
-    assert thread_counts(session=2) == (2, 2)
-    assert thread_counts() == (0, 0)
-
-
-def test_thread_pools_cannot_change_once_tensorflow_runs():
-    (tf.constant(1) + 1).numpy()  # TensorFlow has started in this process
-    current = tf.config.threading.get_intra_op_parallelism_threads()
-    with pytest.raises(ConfigError, match="before the first model loads"):
-        use_threads(current + 3, 0)
-    use_threads(0, 0)  # nothing asked, nothing to change
+    assert [line.startswith("tfbert serve: error: ") for line in lines] == [True] * 3

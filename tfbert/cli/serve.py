@@ -117,13 +117,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--ssl_config_file", default=None,
                         help="SSLConfig text file (TF Serving format: server_key, server_cert, "
                              "custom_ca, client_verify): TLS on the gRPC and REST ports")
-    parser.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0,
-                        help="threads that split one op (default 0: one per core); 1 suits "
-                             "concurrent one-text requests, see BENCHMARKS.md")
-    parser.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0,
-                        help="ops run at once (default 0: one per core)")
-    parser.add_argument("--tensorflow_session_parallelism", type=int, default=0,
-                        help="both of the above, unless one of them is given")
     parser.add_argument("--shutdown_grace_seconds", type=float, default=10.0,
                         help="on SIGTERM/SIGINT, how long in-flight requests may finish")
     return parser
@@ -149,12 +142,7 @@ def run_serve(args: argparse.Namespace) -> int:
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     from tfbert.serving.server import ModelServer
-    from tfbert.serving.threads import thread_counts, use_threads
 
-    # Before any model loads: TensorFlow fixes its pools at its first op.
-    use_threads(*thread_counts(args.tensorflow_intra_op_parallelism,
-                               args.tensorflow_inter_op_parallelism,
-                               args.tensorflow_session_parallelism))
     if args.model_config_file:
         server = ModelServer(
             model_config_file=args.model_config_file,
