@@ -78,13 +78,18 @@ def _saved_variable_dtypes(path: str) -> set[tf.dtypes.DType]:
             if "/.ATTRIBUTES/VARIABLE_VALUE" in name and dtype.is_floating}
 
 
-def _constant_elements(path: str) -> dict[tf.dtypes.DType, int]:
-    """Float elements held in `Const` nodes of the SavedModel's functions, by dtype."""
+def _functions(path: str):
+    """The function library of a SavedModel's graph."""
     saved = saved_model_pb2.SavedModel()
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
         saved.ParseFromString(f.read())
+    return saved.meta_graphs[0].graph_def.library.function
+
+
+def _constant_elements(path: str) -> dict[tf.dtypes.DType, int]:
+    """Float elements held in `Const` nodes of the SavedModel's functions, by dtype."""
     counts: dict[tf.dtypes.DType, int] = {}
-    for function in saved.meta_graphs[0].graph_def.library.function:
+    for function in _functions(path):
         for node in function.node_def:
             tensor = node.attr["value"].tensor
             dtype = tf.as_dtype(tensor.dtype) if node.op == "Const" else None
@@ -128,7 +133,12 @@ def test_bf16_export_stores_bf16_weights_and_passes_the_check(exports, trained):
     assert _constant_elements(out["whole"][0]).get(tf.float32, 0) < model.count_params() // 10
 
 
-def test_weights_over_the_constant_limit_stay_variables(trained, monkeypatch, tmp_path):
+def _matmuls(path: str) -> int:
+    """MatMul ops of the SavedModel's largest function (the model call)."""
+    return max(sum(node.op == "MatMul" for node in fn.node_def) for fn in _functions(path))
+
+
+def test_weights_over_the_constant_limit_stay_variables(trained, exports, monkeypatch, tmp_path):
     from tfbert.export import exporter
 
     # A GraphDef must stay under protobuf's 2 GiB: past the limit, variables.
@@ -137,6 +147,11 @@ def test_weights_over_the_constant_limit_stay_variables(trained, monkeypatch, tm
                                 compile="attention", warmup="none")
     assert report.ok, report.summary()
     assert _saved_variable_dtypes(path) == {tf.float32}
+    # Variables are not split into branches (that would slice them on every
+    # request): each dense layer is one matmul, half the constant export's.
+    _, out = exports
+    branched = _matmuls(out["fp32"][0])
+    assert _matmuls(path) < branched <= 2 * _matmuls(path)
 
 
 def _predict(stub, model: str, texts: list[str]) -> dict[str, np.ndarray]:

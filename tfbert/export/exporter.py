@@ -189,6 +189,10 @@ def export_model(model_dir: str | os.PathLike, name: str, base: str | os.PathLik
         branches = precisions.serving_branches(mode, config.num_heads, config.intermediate_size)
         graph = {**precisions.island_config(mode), "inference_branches": branches}
         model, info = load_model(model_dir, graph)
+        if branches > 1 and not ServingModel.constants_fit(model):
+            # Weights past the constant limit stay variables, which the
+            # branches would slice and gather again on every request.
+            model, info = load_model(model_dir, {**graph, "inference_branches": 1})
     spec = tasks.get(info.task)
     positions = encoder_config(model).max_position_embeddings
     if max_seq_length is not None and max_seq_length > positions:

@@ -130,19 +130,18 @@ class FusedDense(keras.layers.Dense):
         outputs = tf.matmul(rows, tf.cast(kernel, self.compute_dtype))
         if features is not None:
             return outputs
+        return self._bias_and_activation(outputs, columns)
+
+    def finish(self, partial_sums: list[tf.Tensor]) -> tf.Tensor:
+        """Bias and activation over the sum of `partial` results (one per feature slice)."""
+        return self._bias_and_activation(tf.add_n(partial_sums))
+
+    def _bias_and_activation(self, outputs: tf.Tensor, columns=None) -> tf.Tensor:
         if self.use_bias:
             bias = tf.convert_to_tensor(self.bias)
             if columns is not None:
                 bias = tf.gather(bias, columns)
             outputs = tf.nn.bias_add(outputs, tf.cast(bias, self.compute_dtype))
-        return outputs if self.activation is None else self.activation(outputs)
-
-    def finish(self, partial_sums: list[tf.Tensor]) -> tf.Tensor:
-        """Bias and activation over the sum of `partial` results (one per feature slice)."""
-        outputs = tf.add_n(partial_sums)
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, tf.cast(tf.convert_to_tensor(self.bias),
-                                                      self.compute_dtype))
         return outputs if self.activation is None else self.activation(outputs)
 
     def get_config(self):
